@@ -1,0 +1,84 @@
+"""The token model: embedding → pre-norm residual blocks (mixer [+ output gate] [+ MLP]) → norm → head."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eigsweep import registry
+from eigsweep.config import ModelConfig
+from eigsweep.mixers.base import RMSNorm
+
+
+def make_norm(kind: str, d: int) -> nn.Module:
+    return RMSNorm(d) if kind == "rmsnorm" else nn.LayerNorm(d)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, mixer_cls, layer_idx: int):
+        super().__init__()
+        d = cfg.d_model
+        self.norm = make_norm(cfg.norm, d)
+        self.mixer = mixer_cls(cfg, layer_idx)
+        self.gate = None
+        if cfg.output_gate:  # block output ⊙ SiLU(W_z x_in), bias initialised to 1
+            self.gate = nn.Linear(d, d)
+            nn.init.ones_(self.gate.bias)
+        self.mlp = None
+        if cfg.mlp_ratio > 0:
+            hidden = int(cfg.mlp_ratio * d)
+            self.mlp_norm = make_norm(cfg.norm, d)
+            self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+
+    def mixer_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The tensor the mixer actually receives (after the pre-norm)."""
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = self.mixer_input(x)
+        y = self.mixer(u)
+        if self.gate is not None:
+            y = y * F.silu(self.gate(u))
+        x = x + y
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x
+
+
+class SequenceModel(nn.Module):
+    """``target`` "token": logits per position (B, L, n_outputs); "sequence": pooled logits (B, n_outputs)."""
+
+    def __init__(self, arch: str, cfg: ModelConfig, vocab_size: int, n_outputs: int,
+                 target: str = "token", input_dim: int = 0):
+        super().__init__()
+        self.arch, self.cfg, self.target = arch, cfg, target
+        mixer_cls = registry.mixer_class(arch)
+        self.embed = nn.Linear(input_dim, cfg.d_model) if input_dim else nn.Embedding(vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, mixer_cls, i) for i in range(cfg.n_layers))
+        self.norm = make_norm(cfg.norm, cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h)
+        h = self.norm(h)
+        if self.target == "sequence":
+            h = h[:, -1] if self.cfg.pooling == "last" else h.mean(dim=1)
+        return self.head(h)
+
+    def mixer_inputs(self, x: torch.Tensor):
+        """Yield (layer index, block, the mixer's real input) for each layer."""
+        h = self.embed(x)
+        for i, block in enumerate(self.blocks):
+            yield i, block, block.mixer_input(h)
+            h = block(h)
+
+
+def build_model(arch: str, vocab_size: int = 0, n_outputs: int | None = None, target: str = "token",
+                input_dim: int = 0, cfg: ModelConfig | None = None, **model_settings) -> SequenceModel:
+    """Build a model by registry name, e.g. ``build_model("mamba2", vocab_size=256, d_model=64)``."""
+    cfg = dataclasses.replace(cfg or ModelConfig(), **model_settings)
+    return SequenceModel(arch, cfg, vocab_size, n_outputs if n_outputs is not None else vocab_size, target, input_dim)

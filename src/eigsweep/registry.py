@@ -1,0 +1,33 @@
+"""Name -> implementation registries for mixers and tasks.
+
+Entries are import paths ("module:attribute") so that the Snakefile can validate a sweep's names
+without importing torch. Adding a model or a task is one file plus one line here.
+"""
+from __future__ import annotations
+
+import importlib
+
+MIXERS: dict[str, str] = {
+    "softmax": "eigsweep.mixers.softmax:SoftmaxAttention",
+    "linear": "eigsweep.mixers.linear:LinearAttention",
+    "mamba2": "eigsweep.mixers.mamba2:Mamba2",
+}
+
+TASKS: dict[str, str] = {
+    "mqar": "eigsweep.tasks.mqar:MQAR",
+}
+
+
+def _load(table: dict[str, str], kind: str, name: str):
+    if name not in table:
+        raise KeyError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
+    module, attr = table[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def mixer_class(name: str):
+    return _load(MIXERS, "architecture", name)
+
+
+def task_class(name: str):
+    return _load(TASKS, "task", name)

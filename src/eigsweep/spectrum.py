@@ -1,0 +1,128 @@
+"""Eigenvalues of a trained model, and the statistics kept in the result files.
+
+All eigenvalues are computed in float64 on a double-precision copy of the model, from each layer's real
+mixer input (the block's own pre-norm applied; mixers apply their own convolutions).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import xarray as xr
+
+# The paper's magnitude bins: [0,0.1], (0.1,0.5], (0.5,0.9], (0.9,1], (1,10], (10,100], >100
+MAG_EDGES = (0.1, 0.5, 0.9, 1.0, 10.0, 100.0)
+MAG_LABELS = ("[0,0.1]", "(0.1,0.5]", "(0.5,0.9]", "(0.9,1]", "(1,10]", "(10,100]", ">100")
+# Phase bins of |arg λ| in degrees: [0,1], (1,10], (10,45], (45,90], (90,180]
+PHASE_EDGES = (1.0, 10.0, 45.0, 90.0)
+PHASE_LABELS = ("[0,1]", "(1,10]", "(10,45]", "(45,90]", "(90,180]")
+
+
+def _fine_edges() -> np.ndarray:
+    """Upper edges of the fine |λ| histogram: log-spaced from 1e-8 to 1e4 (16 per decade), denser near 1
+    (1 ∓ 10^−k for k in 1…6, 8 per decade), and every paper edge exactly, so the 7 bins re-bin exactly."""
+    log_spaced = 10.0 ** np.linspace(-8, 4, 12 * 16 + 1)
+    k = np.linspace(1, 6, 5 * 8 + 1)
+    near_one = np.concatenate([1 - 10.0 ** -k, 1 + 10.0 ** -k])
+    edges = np.unique(np.round(np.concatenate([log_spaced, near_one, MAG_EDGES]), 12))
+    return np.append(edges, np.inf)
+
+
+FINE_EDGES = _fine_edges()
+
+
+def float64_copy(model):
+    return copy.deepcopy(model).double().eval()
+
+
+@torch.no_grad()
+def layer_eigenvalues(model64, x: torch.Tensor):
+    """[(eigenvalues, dims)] per layer for inputs x; ``model64`` is a float64 copy (see float64_copy)."""
+    x = x.to(next(model64.parameters()).device)
+    if x.is_floating_point():
+        x = x.double()
+    return [(block.mixer.eigenvalues(u), tuple(block.mixer.eig_dims)) for _, block, u in model64.mixer_inputs(x)]
+
+
+def eigenvalues(model, x: torch.Tensor) -> xr.DataArray:
+    """Every eigenvalue of every layer for inputs x, as a DataArray with dims (layer, sample, head, time, …).
+
+    LTI mixers have no sample/time dims. Attention has no λ at time 0 (NaN there).
+    """
+    per_layer = layer_eigenvalues(float64_copy(model), x)
+    arrays = [xr.DataArray(lam.cpu().numpy(), dims=dims) for lam, dims in per_layer]
+    return xr.concat(arrays, dim="layer").assign_coords(layer=np.arange(len(arrays)))
+
+
+def _per_sample_head(lam: torch.Tensor, dims: tuple[str, ...]) -> torch.Tensor:
+    """Arrange as (sample, head, rest) with a size-1 sample dim for input-independent spectra."""
+    if "sample" not in dims:
+        lam, dims = lam.unsqueeze(0), ("sample",) + dims
+    if "head" not in dims:
+        lam, dims = lam.unsqueeze(1), dims[:1] + ("head",) + dims[1:]
+    order = [dims.index("sample"), dims.index("head")] + [i for i, d in enumerate(dims) if d not in ("sample", "head")]
+    lam = lam.permute(order)
+    return lam.reshape(lam.shape[0], lam.shape[1], -1)
+
+
+def _bin_counts(values: torch.Tensor, valid: torch.Tensor, edges, n_bins: int) -> torch.Tensor:
+    """Counts per (sample, head, bin); bins are right-closed like the paper's."""
+    idx = torch.bucketize(values.contiguous(), torch.as_tensor(edges, dtype=values.dtype, device=values.device), right=False)
+    idx = torch.where(valid, idx, torch.full_like(idx, n_bins))  # invalid values go to a dropped extra bin
+    counts = torch.zeros(*values.shape[:2], n_bins + 1, dtype=torch.float64, device=values.device)
+    counts.scatter_add_(2, idx, torch.ones_like(values, dtype=torch.float64))
+    return counts[..., :n_bins]
+
+
+class SpectrumAccumulator:
+    """Accumulates per-(sample, head) bin counts and a fine histogram, chunk by chunk (online)."""
+
+    def __init__(self):
+        self.mag, self.phase, self.fine, self.n = {}, {}, {}, {}
+
+    def update(self, layer: int, lam: torch.Tensor, dims: tuple[str, ...]):
+        lam = _per_sample_head(lam, dims)
+        mag = lam.abs().double()
+        valid = torch.isfinite(mag)
+        phase = torch.rad2deg(torch.angle(lam)).abs().double() if lam.is_complex() else \
+            torch.where(lam < 0, 180.0, 0.0).double()
+        mag_counts = _bin_counts(mag, valid, MAG_EDGES, len(MAG_LABELS))
+        phase_counts = _bin_counts(phase, valid, PHASE_EDGES, len(PHASE_LABELS))
+        fine = _bin_counts(mag, valid, FINE_EDGES[:-1], len(FINE_EDGES)).sum(0)
+        for store, new in ((self.mag, mag_counts), (self.phase, phase_counts)):
+            store.setdefault(layer, []).append(new.cpu())
+        self.fine[layer] = self.fine.get(layer, 0) + fine.cpu()
+
+    def dataset(self) -> xr.Dataset:
+        """bin_fraction (+_std), phase_fraction (+_std) over samples, fine_count, n_eigenvalues."""
+        layers = sorted(self.mag)
+        out = {}
+        for name, store, labels, dim in (("bin_fraction", self.mag, MAG_LABELS, "bin"),
+                                          ("phase_fraction", self.phase, PHASE_LABELS, "phase_bin")):
+            counts = np.stack([torch.cat(store[l]).numpy() for l in layers])        # (layer, sample, head, bin)
+            total = counts.sum(-1, keepdims=True)
+            frac = np.divide(counts, total, out=np.full_like(counts, np.nan), where=total > 0)
+            out[name] = (("layer", "head", dim), frac.mean(1))
+            out[name + "_std"] = (("layer", "head", dim), frac.std(1))
+            if name == "bin_fraction":
+                out["n_eigenvalues"] = (("layer", "head"), total[..., 0].sum(1))
+                out["n_samples"] = ((), counts.shape[1])
+        out["fine_count"] = (("layer", "head", "fine_bin"), np.stack([self.fine[l].numpy() for l in layers]))
+        lower = np.concatenate([[0.0], FINE_EDGES[:-1]])
+        return xr.Dataset(out, coords=dict(
+            layer=layers, head=np.arange(out["bin_fraction"][1].shape[1]), bin=list(MAG_LABELS),
+            phase_bin=list(PHASE_LABELS), fine_bin=np.arange(len(FINE_EDGES)),
+            fine_lower=("fine_bin", lower), fine_upper=("fine_bin", FINE_EDGES)))
+
+
+@torch.no_grad()
+def measure(model, x: torch.Tensor, chunk: int = 8) -> xr.Dataset:
+    """The spectrum statistics of a model on a fixed evaluation batch x, computed in sample chunks."""
+    acc, model64 = SpectrumAccumulator(), float64_copy(model)
+    for s in range(0, len(x), chunk):
+        for layer, (lam, dims) in enumerate(layer_eigenvalues(model64, x[s : s + chunk])):
+            if "sample" not in dims and s > 0:
+                continue  # input-independent spectrum: one "sample" is all there is
+            acc.update(layer, lam, dims)
+    return acc.dataset()
