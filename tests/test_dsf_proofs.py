@@ -78,7 +78,7 @@ def test_block_eigenvalues_use_the_prenormed_input(arch):
     before = [lam.clone() for lam, _ in layer_eigenvalues(model64, x)]
     block = model64.blocks[0]
     # the spectrum must equal the mixer's eigenvalues on norm(h), computed by hand
-    h = model64.embed(x)
+    h = model64.embed_tokens(x)
     expected = block.mixer.eigenvalues(block.norm(h))
     torch.testing.assert_close(before[0], expected, equal_nan=True)
     with torch.no_grad():

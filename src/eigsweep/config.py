@@ -36,6 +36,7 @@ class ModelConfig:
     output_gate: bool = False  # block output * SiLU(W_z x_in)
     mlp_ratio: float = 0.0     # 0: no MLP in the block (the paper's MQAR setting)
     norm: str = "rmsnorm"
+    pos_embedding: str = "none"  # none | learned (absolute, added to the token embedding)
     pooling: str = "mean"      # classification tasks: mean | last
     options: dict = field(default_factory=dict)  # mixer-specific settings
 
@@ -45,7 +46,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 64
     weight_decay: float = 0.1
-    betas: tuple = (0.9, 0.98)
+    betas: list = field(default_factory=lambda: [0.9, 0.98])
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
@@ -218,7 +219,6 @@ def sweep_runs(config: dict, sweep: str) -> list[RunSpec]:
     model_base = _merge(defaults.get("model", {}), s.get("model", {}))
     train = TrainConfig(**_merge(defaults.get("train", {}), s.get("train", {})))
     evalc = EvalConfig(**_merge(defaults.get("eval", {}), s.get("eval", {})))
-    train.betas = tuple(train.betas)
     runs = []
     for arch, task, mod, seed in itertools.product(
             s["arch"], s["task"], s.get("modification", ["none"]), s.get("seed", [0])):

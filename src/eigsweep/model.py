@@ -51,17 +51,28 @@ class SequenceModel(nn.Module):
     """``target`` "token": logits per position (B, L, n_outputs); "sequence": pooled logits (B, n_outputs)."""
 
     def __init__(self, arch: str, cfg: ModelConfig, vocab_size: int, n_outputs: int,
-                 target: str = "token", input_dim: int = 0):
+                 target: str = "token", input_dim: int = 0, max_len: int = 0):
         super().__init__()
         self.arch, self.cfg, self.target = arch, cfg, target
         mixer_cls = registry.mixer_class(arch)
         self.embed = nn.Linear(input_dim, cfg.d_model) if input_dim else nn.Embedding(vocab_size, cfg.d_model)
+        self.pos = None
+        if cfg.pos_embedding == "learned":
+            if max_len <= 0:
+                raise ValueError("pos_embedding 'learned' needs max_len (the task's sequence length)")
+            self.pos = nn.Embedding(max_len, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, mixer_cls, i) for i in range(cfg.n_layers))
         self.norm = make_norm(cfg.norm, cfg.d_model)
         self.head = nn.Linear(cfg.d_model, n_outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x)
+        if self.pos is not None:
+            h = h + self.pos(torch.arange(x.shape[1], device=x.device))
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed_tokens(x)
         for block in self.blocks:
             h = block(h)
         h = self.norm(h)
@@ -71,14 +82,16 @@ class SequenceModel(nn.Module):
 
     def mixer_inputs(self, x: torch.Tensor):
         """Yield (layer index, block, the mixer's real input) for each layer."""
-        h = self.embed(x)
+        h = self.embed_tokens(x)
         for i, block in enumerate(self.blocks):
             yield i, block, block.mixer_input(h)
             h = block(h)
 
 
 def build_model(arch: str, vocab_size: int = 0, n_outputs: int | None = None, target: str = "token",
-                input_dim: int = 0, cfg: ModelConfig | None = None, **model_settings) -> SequenceModel:
+                input_dim: int = 0, max_len: int = 0, cfg: ModelConfig | None = None,
+                **model_settings) -> SequenceModel:
     """Build a model by registry name, e.g. ``build_model("mamba2", vocab_size=256, d_model=64)``."""
     cfg = dataclasses.replace(cfg or ModelConfig(), **model_settings)
-    return SequenceModel(arch, cfg, vocab_size, n_outputs if n_outputs is not None else vocab_size, target, input_dim)
+    return SequenceModel(arch, cfg, vocab_size, n_outputs if n_outputs is not None else vocab_size, target, input_dim,
+                         max_len)

@@ -59,8 +59,12 @@ class ShortConv(nn.Module):
         self.conv = nn.Conv1d(channels, channels, kernel, groups=channels, padding=kernel - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        L = x.shape[1]
-        return F.silu(self.conv(x.transpose(1, 2))[..., :L].transpose(1, 2))
+        # y_t = Σ_k w_k x_{t-K+1+k} + b as K shifted products: much faster than Conv1d's backward on CPU
+        L, K = x.shape[1], self.kernel
+        xp = F.pad(x, (0, 0, K - 1, 0))
+        w = self.conv.weight[:, 0, :]                    # (C, K)
+        y = self.conv.bias + sum(xp[:, k : k + L] * w[:, k] for k in range(K))
+        return F.silu(y)
 
 
 class QKVConv(nn.Module):

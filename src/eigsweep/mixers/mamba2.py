@@ -78,12 +78,11 @@ class Mamba2(Mixer):
 
 
 def segsum(a):
-    """S[..., i, j] = a_{j+1} + … + a_i for j ≤ i, −inf above the diagonal (exact: no cumsum differences)."""
+    """S[..., i, j] = a_{j+1} + … + a_i for j ≤ i, −inf above the diagonal (masked before any exp)."""
+    cum = a.cumsum(dim=-1)
+    diff = cum[..., :, None] - cum[..., None, :]
     T = a.shape[-1]
-    a = a[..., None].expand(*a.shape, T)
-    a = a.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=a.device).tril(-1), 0)
-    s = a.cumsum(dim=-2)
-    return s.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=a.device).tril(0), float("-inf"))
+    return diff.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=a.device).tril(), float("-inf"))
 
 
 def ssd_chunked(X, log_lam, Bm, Cm, chunk):
@@ -97,20 +96,17 @@ def ssd_chunked(X, log_lam, Bm, Cm, chunk):
     if pad:
         X, log_lam, Bm, Cm = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (X, log_lam, Bm, Cm))
     n = X.shape[1] // T
-    X = X.reshape(b, n, T, H, P)
-    Bm, Cm = Bm.reshape(b, n, T, -1), Cm.reshape(b, n, T, -1)
+    X = X.reshape(b, n, T, H, P).permute(0, 3, 1, 2, 4)               # (b, H, n, T, P)
+    Bm, Cm = Bm.reshape(b, 1, n, T, -1), Cm.reshape(b, 1, n, T, -1)   # (b, 1, n, T, N)
     a = log_lam.reshape(b, n, T, H).permute(0, 3, 1, 2)               # (b, H, n, T)
     a_cum = a.cumsum(dim=-1)
     # inside each chunk: y_i = Σ_{j≤i} (C_i·B_j) exp(a_{j+1}+…+a_i) X_j
-    decay = torch.exp(segsum(a))                                       # (b, H, n, T, T)
-    y = torch.einsum("bcin,bcjn,bhcij,bcjhp->bcihp", Cm, Bm, decay, X)
-    # state at the end of each chunk, from that chunk's inputs alone
+    y = ((Cm @ Bm.transpose(-1, -2)) * torch.exp(segsum(a))) @ X       # (b, H, n, T, P)
+    # state at the end of each chunk from that chunk's inputs alone: Σ_j exp(a_{j+1..T}) B_j X_jᵀ
     to_end = torch.exp(a_cum[..., -1:] - a_cum)                        # (b, H, n, T)
-    states = torch.einsum("bcjn,bhcj,bcjhp->bchpn", Bm, to_end, X)
+    states = (Bm * to_end[..., None]).transpose(-1, -2) @ X             # (b, H, n, N, P)
     # carry states across chunks: state entering chunk c = Σ_{c'<c} decay(c'→c) states_{c'}
-    totals = F.pad(a_cum[..., -1], (1, 0))                             # (b, H, n+1)
-    carry = torch.exp(segsum(totals))                                  # (b, H, n+1, n+1)
-    states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)
-    entering = torch.einsum("bhzc,bchpn->bzhpn", carry, states)[:, :-1]
-    y = y + torch.einsum("bcin,bchpn,bhci->bcihp", Cm, entering, torch.exp(a_cum))
-    return y.reshape(b, n * T, H, P)[:, :L]
+    carry = torch.exp(segsum(F.pad(a_cum[..., -1], (1, 0))))[..., :-1, 1:]   # (b, H, n, n)
+    entering = torch.einsum("bhzc,bhcnp->bhznp", carry, states)
+    y = y + (Cm * torch.exp(a_cum)[..., None]) @ entering                # (b, H, n, T, P)
+    return y.permute(0, 2, 3, 1, 4).reshape(b, n * T, H, P)[:, :L]

@@ -1,0 +1,47 @@
+"""Command line: `eigsweep train`, `eigsweep list`, `eigsweep aggregate`, `eigsweep figures`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="eigsweep", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train one run of a sweep and write its result file")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--sweep", required=True)
+    p.add_argument("--run", required=True, help="run id (see `eigsweep list`)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint", default=None)
+    p = sub.add_parser("list", help="list the run ids of a sweep")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("sweep")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from eigsweep.config import ConfigError, load_config, sweep_runs
+
+    try:
+        config = load_config(args.config)
+        if args.sweep not in config["sweeps"]:
+            raise ConfigError(f"unknown sweep {args.sweep!r}; known: {', '.join(config['sweeps'])}")
+        runs = {r.run_id: r for r in sweep_runs(config, args.sweep)}
+    except ConfigError as e:
+        print(f"eigsweep: {e}", file=sys.stderr)
+        return 2
+    if args.command == "list":
+        print("\n".join(runs))
+        return 0
+    if args.run not in runs:
+        print(f"eigsweep: sweep {args.sweep!r} has no run {args.run!r}", file=sys.stderr)
+        return 2
+    from eigsweep.train import train_run
+
+    train_run(runs[args.run], args.out, args.checkpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

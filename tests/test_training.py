@@ -1,0 +1,130 @@
+"""Training loop: determinism, resume from checkpoint, divergence, the result file contract."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import eigsweep.train as train_mod
+from eigsweep.config import EvalConfig, ModelConfig, RunSpec, TrainConfig
+from eigsweep.results import REQUIRED_VARS, check_result, read_result, write_atomic
+from eigsweep.spectrum import MAG_LABELS
+from eigsweep.train import Preempted, Trainer, train_run
+
+
+def tiny_spec(arch="softmax", steps=12, **train):
+    return RunSpec(
+        sweep="t", arch=arch, task="mqar_tiny", modification="none", seed=3, lr=3e-3,
+        task_params=dict(name="mqar", vocab_size=40, seq_len=16, num_kv_pairs=2, n_train=128, n_test=32),
+        model=ModelConfig(d_model=16, n_layers=2, n_heads=2, d_state=4, head_dim=8, pos_embedding="learned"),
+        train=TrainConfig(**dict(dict(steps=steps, batch_size=8, warmup_steps=2, eval_every=4, device="cpu",
+                                      spectrum_steps=[4], target_acc=1.1), **train)),
+        eval=EvalConfig(n_samples=4, batch_size=16))
+
+
+@pytest.mark.parametrize("arch", ["softmax", "linear", "mamba2"])
+def test_result_file_contract(tmp_path, arch):
+    out = tmp_path / "run.nc"
+    train_run(tiny_spec(arch), out)
+    ds = read_result(out)
+    for v in REQUIRED_VARS:
+        assert v in ds.variables
+    assert list(ds.stage.values) == ["init", "trained"]
+    assert list(ds.bin.values) == list(MAG_LABELS)
+    assert set(ds.bin_fraction.dims) == {"stage", "layer", "head", "bin"}
+    np.testing.assert_allclose(ds.bin_fraction.sum("bin"), 1.0)
+    assert ds.arch.item() == arch and ds.seed.item() == 3 and ds.lr.item() == 3e-3
+    assert ds.status.item() == "ok" and ds.steps_done.item() == 12
+    assert list(ds.spectrum_step.values) == [0, 4, 12]
+    np.testing.assert_allclose(ds.bin_fraction_during.sel(spectrum_step=0), ds.bin_fraction.sel(stage="init"))
+    np.testing.assert_allclose(ds.bin_fraction_during.sel(spectrum_step=12), ds.bin_fraction.sel(stage="trained"))
+    assert 0 <= ds.best_acc.item() <= 1 and ds.best_acc.item() >= ds.final_acc.item()
+    assert ds.attrs["config_hash"] and ds.attrs["eigsweep_version"] and ds.attrs["device"] == "cpu"
+    assert list(tmp_path.iterdir()) == [out]   # nothing temporary left behind
+
+
+def test_cpu_training_is_deterministic(tmp_path):
+    a = train_run(tiny_spec(), tmp_path / "a.nc")
+    b = train_run(tiny_spec(), tmp_path / "b.nc")
+    np.testing.assert_array_equal(a.train_loss.values, b.train_loss.values)
+    np.testing.assert_array_equal(a.bin_fraction.values, b.bin_fraction.values)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
+    ref = train_run(tiny_spec(steps=10), tmp_path / "ref.nc")
+    ckpt = tmp_path / "ckpt.pt"
+
+    class PreemptedAtFirstEval(Trainer):   # a preemption signal arriving at step 4
+        def evaluate(self):
+            self.stop_requested = True
+            return super().evaluate()
+    first = PreemptedAtFirstEval(tiny_spec(steps=10, checkpoint_every=3), ckpt)
+    with pytest.raises(Preempted, match="step 4"):
+        first.train()
+    assert ckpt.exists()
+    resumed = train_run(tiny_spec(steps=10, checkpoint_every=3), tmp_path / "res.nc", ckpt)
+    np.testing.assert_array_equal(resumed.train_loss.values, ref.train_loss.values)
+    np.testing.assert_array_equal(resumed.bin_fraction.values, ref.bin_fraction.values)
+    np.testing.assert_array_equal(resumed.test_acc.values, ref.test_acc.values)
+    assert not ckpt.exists()   # removed once the result is written
+
+
+def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    t = Trainer(tiny_spec(steps=4), ckpt)
+    t.train()
+    t.save_checkpoint()
+    other = Trainer(tiny_spec(steps=8), ckpt)   # different spec hash: starts from scratch
+    assert other.step == 0
+
+
+def test_diverged_run_is_recorded_not_raised(tmp_path, monkeypatch):
+    real = train_mod.loss_fn
+    calls = {"n": 0}
+
+    def exploding(logits, y):
+        calls["n"] += 1
+        loss = real(logits, y)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+    monkeypatch.setattr(train_mod, "loss_fn", exploding)
+    ds = train_run(tiny_spec(steps=10), tmp_path / "d.nc")
+    assert ds.status.item() == "diverged"
+    assert ds.steps_done.item() == 2
+    assert np.isnan(ds.bin_fraction.sel(stage="trained")).all()
+    assert np.isfinite(ds.bin_fraction.sel(stage="init")).all()
+    check_result(read_result(tmp_path / "d.nc"))
+
+
+def test_early_stop_at_target_accuracy(tmp_path):
+    ds = train_run(tiny_spec(steps=40, target_acc=0.0), tmp_path / "e.nc")
+    assert ds.steps_done.item() == 4     # the first evaluation already meets the target
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    ds = xr.Dataset({"x": ("a", np.arange(3.0))})
+    bad = ds.assign(y=("a", np.array([object(), object(), object()])))   # not encodable
+    with pytest.raises(Exception):
+        write_atomic(bad, tmp_path / "out.nc")
+    assert list(tmp_path.iterdir()) == []
+    write_atomic(ds, tmp_path / "out.nc")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nc"]
+
+
+def test_incomplete_result_file_is_rejected(tmp_path):
+    xr.Dataset({"bin_fraction": ("bin", np.zeros(7))}).to_netcdf(tmp_path / "x.nc")
+    with pytest.raises(ValueError, match="missing"):
+        read_result(tmp_path / "x.nc")
+
+
+def test_public_api_eigenvalues_dataarray():
+    import eigsweep
+    torch.manual_seed(0)
+    model = eigsweep.build_model("mamba2", vocab_size=32, d_model=16, head_dim=8, d_state=4, n_layers=3)
+    x = torch.randint(0, 32, (5, 20))
+    lam = eigsweep.eigenvalues(model, x)
+    assert lam.dims == ("layer", "sample", "head", "time")
+    assert lam.shape == (3, 5, 4, 20)
+    assert ((lam > 0) & (lam < 1)).all()
+    stats = eigsweep.measure(model, x)
+    assert stats.bin_fraction.dims == ("layer", "head", "bin")
