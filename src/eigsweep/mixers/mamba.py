@@ -9,7 +9,7 @@ b_Δ) per channel d (rank R = ⌈d_model/16⌉), B_i, C_i ∈ R^N (shared over c
 A_{d,n} = −exp(A_log) initialised −n (S4D-real, n = 1…N); b_Δ = softplus⁻¹(Δ₀), Δ₀ log-uniform [1e-3, 0.1].
 Reversed sigmoid: with s the pre-activation of Δ and a = −A, λ = exp(−a·softplus(s)) = σ(−s)^a.
 eig_dims = (sample, head, time, state) with head = inner channel d (D = expand·d_model heads, N states each).
-Forward: a parallel (Hillis–Steele) scan over time with a hand-written backward (a reverse scan), so memory
+Forward: a parallel hierarchical scan over time (Hillis–Steele in chunks of 8, recursively over chunks) with a hand-written backward (a reverse scan), so memory
 stays at a few (B, L, D, N) tensors; no Python loop over tokens.
 """
 from __future__ import annotations
@@ -79,15 +79,34 @@ class Mamba(Mixer):
         return self._out(y[..., 0].transpose(1, 2), self.features(u)["z"])
 
 
-def _scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Inclusive scan h_i = a_i h_{i-1} + b_i over dim 1 (Hillis–Steele: log₂L elementwise passes)."""
+def _local_scan(a: torch.Tensor, b: torch.Tensor):
+    """Hillis–Steele inclusive scan over dim 1: prefix products of a and h_i = a_i h_{i-1} + b_i."""
     a, b = a.clone(), b.clone()
     L, s = a.shape[1], 1
     while s < L:
         b[:, s:] += a[:, s:] * b[:, :-s]        # right side is evaluated before the in-place update
         a[:, s:] *= a[:, :-s].clone()
         s *= 2
-    return b
+    return a, b
+
+
+def _scan(a: torch.Tensor, b: torch.Tensor, T: int = 8) -> torch.Tensor:
+    """Inclusive scan h_i = a_i h_{i-1} + b_i over dim 1, hierarchically: a local scan inside chunks of T
+    tokens, the same scan (recursively) over the chunks' end states, then one pass adding the carried state."""
+    L = a.shape[1]
+    if L <= T:
+        return _local_scan(a, b)[1]
+    pad = (-L) % T
+    if pad:
+        a = torch.cat([a, a.new_ones(a.shape[0], pad, *a.shape[2:])], dim=1)
+        b = torch.cat([b, b.new_zeros(b.shape[0], pad, *b.shape[2:])], dim=1)
+    B, n, rest = a.shape[0], a.shape[1] // T, a.shape[2:]
+    A_loc, h_loc = _local_scan(a.reshape(B * n, T, *rest), b.reshape(B * n, T, *rest))
+    A_loc, h_loc = A_loc.view(B, n, T, *rest), h_loc.view(B, n, T, *rest)
+    ends = _scan(A_loc[:, :, -1], h_loc[:, :, -1], T)              # state at the end of each chunk
+    entering = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], dim=1)
+    h_loc += A_loc * entering[:, :, None]
+    return h_loc.view(B, n * T, *rest)[:, :L]
 
 
 class _SelectiveScan(torch.autograd.Function):

@@ -37,7 +37,11 @@ class S4(Mixer):
         self.out = GLUOutput(H)
 
     def features(self):
-        """The discretised (Ā (H, N, N), B̄ (H, N))."""
+        """The discretised (Ā (H, N, N), B̄ (H, N)), in the parameters' precision (never in autocast's bf16)."""
+        with torch.autocast(self.A.device.type, enabled=False):
+            return self._discretise()
+
+    def _discretise(self):
         N = self.A.shape[0]
         dt = torch.exp(self.log_dt)[:, None, None]
         I = torch.eye(N, dtype=self.A.dtype, device=self.A.device)
@@ -54,7 +58,8 @@ class S4(Mixer):
             X = torch.cat([X, P @ X], dim=-1)
             if X.shape[-1] < L:
                 P = P @ P
-        return torch.einsum("hn,hnl->hl", self.C, X[..., :L])
+        with torch.autocast(X.device.type, enabled=False):
+            return torch.einsum("hn,hnl->hl", self.C, X[..., :L])
 
     def forward(self, u):
         K = self.kernel(u.shape[1])
