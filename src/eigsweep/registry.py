@@ -11,6 +11,13 @@ MIXERS: dict[str, str] = {
     "softmax": "eigsweep.mixers.softmax:SoftmaxAttention",
     "linear": "eigsweep.mixers.linear:LinearAttention",
     "mamba2": "eigsweep.mixers.mamba2:Mamba2",
+    "norm": "eigsweep.mixers.norm:NormAttention",
+    "mamba2_lti": "eigsweep.mixers.mamba2_lti:Mamba2LTI",
+    "s4": "eigsweep.mixers.s4:S4",
+    "s4d": "eigsweep.mixers.s4d:S4D",
+    "s5": "eigsweep.mixers.s5:S5",
+    "lru": "eigsweep.mixers.lru:LRU",
+    "mamba": "eigsweep.mixers.mamba:Mamba",
 }
 
 TASKS: dict[str, str] = {
