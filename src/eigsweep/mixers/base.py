@@ -19,6 +19,9 @@ class Mixer(nn.Module):
 
     eig_dims: tuple[str, ...] = ("sample", "head", "time")
     complex_eigenvalues: bool = False
+    # parameters that define the spectrum (state matrices, step sizes): exempt from weight decay, which
+    # would otherwise pull them towards 0 whatever the task (1-D parameters are always exempt)
+    no_weight_decay: tuple[str, ...] = ()
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
