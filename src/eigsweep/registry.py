@@ -11,6 +11,12 @@ MIXERS: dict[str, str] = {
     "softmax": "eigsweep.mixers.softmax:SoftmaxAttention",
     "linear": "eigsweep.mixers.linear:LinearAttention",
     "mamba2": "eigsweep.mixers.mamba2:Mamba2",
+    "gla": "eigsweep.mixers.gla:GatedLinearAttention",
+    "retnet": "eigsweep.mixers.retnet:Retention",
+    "rglru": "eigsweep.mixers.rglru:RGLRU",
+    "qlstm": "eigsweep.mixers.qlstm:QLSTM",
+    "deltanet": "eigsweep.mixers.deltanet:DeltaNet",
+    "gated_deltanet": "eigsweep.mixers.gated_deltanet:GatedDeltaNet",
 }
 
 TASKS: dict[str, str] = {
