@@ -7,7 +7,7 @@ Output: per-head RMSNorm, ⊙ SiLU(W_r x), output projection. q is scaled by d_k
 cfg.short_conv ("qk"/"qkv") convolves q, k (and v); the gate is computed from the mixer input x itself.
 
 ``chunked_decay_attention`` (also used by RetNet) computes the recurrence in chunks: exact pairwise decays
-inside a chunk (never exp of a positive number), chunk states carried across chunks.
+inside a chunk (never exp of a positive number), chunk states carried across chunks by a parallel scan.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from torch import nn
 
 from eigsweep.dsf import DSF
 from eigsweep.mixers.base import Mixer, QKVConv, RMSNorm, merge_heads, split_heads
-from eigsweep.mixers.mamba2 import segsum
+from eigsweep.mixers.rglru import linear_scan
 
 GATE_RANK = 16
 GATE_TEMPERATURE = 16.0
@@ -89,10 +89,9 @@ def chunked_decay_attention(q, k, v, log_a, chunk):
     # each chunk's own contribution to the state at its end
     g_end = g[..., -1:, :]                                              # (B, H, n, 1, Nd)
     states = (k * torch.exp(g_end - g)).transpose(-1, -2) @ v          # (B, H, n, N, P)
-    # state entering chunk z: Σ_{c<z} exp(G_{c+1} + … + G_{z-1}) states_c, per key channel
-    totals = F.pad(g_end[..., 0, :].transpose(-1, -2), (1, 0))         # (B, H, Nd, n+1)
-    carry = torch.exp(segsum(totals)).expand(B, H, N, n + 1, n + 1)
-    states = torch.cat([torch.zeros_like(states[:, :, :1]), states], dim=2)
-    entering = torch.einsum("bhnzc,bhcnp->bhznp", carry, states)[:, :, :-1]
+    # state entering chunk c: S_c = exp(G_{c-1}) ⊙ S_{c-1} + states_{c-1}, a parallel scan over chunks
+    chunk_decay = torch.exp(g_end).transpose(-1, -2)                   # (B, H, n, Nd, 1)
+    ends = linear_scan(chunk_decay, states, dim=2)                      # state at each chunk's end
+    entering = F.pad(ends[:, :, :-1], (0, 0, 0, 0, 1, 0))
     y = y + (q * torch.exp(g)) @ entering
     return y.reshape(B, H, n * T, -1)[:, :, :L]
