@@ -114,7 +114,7 @@ def test_rglru_initial_spectrum():
 
 
 def test_rglru_input_normalisation():
-    """With a ≡ const and constant drive, √(1−a²) keeps the state's scale O(1) for a → 1 (a ≠ 1)."""
+    """The input term is √(1 − a²) ⊙ g ⊙ x, recomputed by hand from the conv output and the input gate."""
     mixer = make("rglru")
     u = rand_u()
     gate, a, inp = mixer.features(u)
