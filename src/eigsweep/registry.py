@@ -18,6 +18,12 @@ MIXERS: dict[str, str] = {
     "s5": "eigsweep.mixers.s5:S5",
     "lru": "eigsweep.mixers.lru:LRU",
     "mamba": "eigsweep.mixers.mamba:Mamba",
+    "gla": "eigsweep.mixers.gla:GatedLinearAttention",
+    "retnet": "eigsweep.mixers.retnet:Retention",
+    "rglru": "eigsweep.mixers.rglru:RGLRU",
+    "qlstm": "eigsweep.mixers.qlstm:QLSTM",
+    "deltanet": "eigsweep.mixers.deltanet:DeltaNet",
+    "gated_deltanet": "eigsweep.mixers.gated_deltanet:GatedDeltaNet",
 }
 
 TASKS: dict[str, str] = {
