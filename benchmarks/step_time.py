@@ -58,6 +58,7 @@ def main():
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--d-state", type=int, default=128, help="SSM state size N (the paper's MQAR: 128)")
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--models", nargs="*", default=list(registry.MIXERS))
     p.add_argument("--no-reference", action="store_true", help="skip the sequential-scan references")
@@ -65,14 +66,15 @@ def main():
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    cfg = ModelConfig(d_model=args.d_model, n_layers=args.layers, n_heads=1, d_state=min(64, args.d_model),
+    cfg = ModelConfig(d_model=args.d_model, n_layers=args.layers, n_heads=1, d_state=args.d_state,
                       head_dim=64, expand=2)
     B, L = args.batch, args.seq_len
     x = torch.randint(0, args.vocab, (B, L), device=device)
     y = torch.randint(0, args.vocab, (B, L), device=device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"# {datetime.date.today()} · {name} · torch {torch.__version__} · threads {torch.get_num_threads()}")
-    print(f"# batch {B}, L {L}, d {args.d_model}, {args.layers} layers, vocab {args.vocab}, fp32 (TF32 matmul on CUDA)")
+    print(f"# batch {B}, L {L}, d {args.d_model}, {args.layers} layers, state {args.d_state}, 1 head, vocab {args.vocab}, "
+          "fp32 (TF32 matmul on CUDA)")
     rows = []
     for arch in args.models:
         torch.manual_seed(0)
