@@ -157,3 +157,10 @@ def test_missing_files_and_bad_tokens(tmp_path):
     (tmp_path / "basic_test.tsv").write_text("Source\tTarget\n1\t1\n")
     with pytest.raises(ValueError, match="FIRST"):
         ListOps(data_dir=str(tmp_path)).load()
+
+
+def test_length_limit_only_cuts_rejected_trees():
+    for seed in range(300):
+        full = lo.generate_tree(random.Random(seed), 6, 5)
+        cut = lo.generate_tree(random.Random(seed), 6, 5, limit=20)
+        assert cut == (full if len(full) < 20 else None)
