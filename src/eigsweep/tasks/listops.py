@@ -37,6 +37,7 @@ VOCAB = [PAD] + [str(d) for d in range(10)] + OPERATORS + [END]
 TOKEN_ID = {t: i for i, t in enumerate(VOCAB)}
 SPLIT_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}
 VALUE_P = 0.75   # probability of a value (leaf) below max depth
+DIGITS = [str(d) for d in range(10)]
 
 
 @dataclass
@@ -69,17 +70,20 @@ def generate_tree(rng: random.Random, max_depth: int, max_args: int, depth: int 
     tree would be rejected anyway, so the distribution of kept trees is unchanged, only faster to draw.
     """
     out: list[str] = []
+    rand = rng.random                   # uniform choices from one float each (fast; bias < 2^-50)
+    span = max_args - 1
+    lim = limit if limit is not None else float("inf")
 
     def grow(d):
-        if d < max_depth and rng.random() >= VALUE_P:
-            n_args = rng.randint(2, max_args)
-            out.append(rng.choice(OPERATORS))
+        if d < max_depth and rand() >= VALUE_P:
+            n_args = 2 + int(rand() * span)
+            out.append(OPERATORS[int(rand() * 4)])
             for _ in range(n_args):
                 grow(d + 1)
             out.append(END)
         else:
-            out.append(str(rng.randrange(10)))
-        if limit is not None and len(out) >= limit:
+            out.append(DIGITS[int(rand() * 10)])
+        if len(out) >= lim:
             raise _TooLong
 
     try:
@@ -128,8 +132,9 @@ def evaluate(tokens: list[str]) -> int:
                 v = min(args)
             elif op == "[MAX":
                 v = max(args)
-            elif op == "[MED":
-                v = int(np.floor(np.median(args)))
+            elif op == "[MED":              # integer median: floor of the median
+                srt, m = sorted(args), len(args) // 2
+                v = srt[m] if len(args) % 2 else (srt[m - 1] + srt[m]) // 2
             elif op == "[SM":
                 v = sum(args) % 10
             else:
