@@ -199,7 +199,7 @@ def encode(rows: list[tuple[str, int]], seq_len: int, where: str = ""):
     for src, _ in rows:
         toks = tokenize(src)
         try:
-            ids.append([TOKEN_ID[t] for t in toks])
+            ids.append(np.array([TOKEN_ID[t] for t in toks], dtype=np.uint8))   # compact until padded
         except KeyError as e:
             raise ValueError(f"listops{where}: token {e.args[0]!r} is not in the vocabulary {VOCAB}") from None
     y = torch.tensor([t for _, t in rows], dtype=torch.long)
