@@ -28,6 +28,15 @@ MIXERS: dict[str, str] = {
 
 TASKS: dict[str, str] = {
     "mqar": "eigsweep.tasks.mqar:MQAR",
+    "listops": "eigsweep.tasks.listops:ListOps",
+    "scifar": "eigsweep.tasks.scifar:SCIFAR",
+    "imdb": "eigsweep.tasks.imdb:IMDb",
+    "wikitext": "eigsweep.tasks.wikitext:WikiText",
+    "digits": "eigsweep.tasks.digits:Digits",
+    "mnist1d": "eigsweep.tasks.mnist_1d:MNIST1D",
+    "selective_copy": "eigsweep.tasks.selective_copy:SelectiveCopy",
+    "induction": "eigsweep.tasks.induction:Induction",
+    "parity": "eigsweep.tasks.parity:Parity",
 }
 
 
