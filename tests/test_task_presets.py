@@ -1,4 +1,4 @@
-"""workflow/task_presets.yaml: every preset names a registered task and valid Params; the small offline
+"""The task presets in config.yaml: every preset names a registered task and valid Params; the small offline
 presets load and a tiny model runs a forward pass on them."""
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from eigsweep import registry
 from eigsweep.model import build_model
 from eigsweep.tasks.mqar import PRESETS as MQAR_PRESETS
 
-PRESETS = yaml.safe_load((Path(__file__).parents[1] / "workflow" / "task_presets.yaml").read_text())
+PRESETS = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["tasks"]
 OFFLINE_SMALL = ["mqar_small", "listops_small", "digits_small", "digits_permuted_small", "mnist1d_small",
                  "selective_copy_small", "induction_small", "parity_small", "parity_final_small"]
 

@@ -97,7 +97,7 @@ class Trainer:
         self.eval_batch = d.test_x[: spec.eval.n_samples]          # fixed batch for the spectra
         torch.manual_seed(spec.seed)
         self.model = build_model(spec.arch, vocab_size=d.vocab_size, n_outputs=d.n_outputs, target=d.target,
-                                 input_dim=d.input_dim, max_len=d.train_x.shape[1],
+                                 input_dim=d.input_dim, max_len=d.train_x.shape[1], pad_id=d.pad_id,
                                  cfg=spec.model).to(self.device)
         exempt = {id(getattr(m, n)) for m in self.model.modules() for n in getattr(m, "no_weight_decay", ())}
         decay = [p for p in self.model.parameters() if p.dim() >= 2 and id(p) not in exempt]

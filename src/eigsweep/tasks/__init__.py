@@ -14,5 +14,5 @@
 | parity         | generated                               | bits                       | token (running) / sequence (final) |
 
 Data a user brings is never downloaded: check_available() raises FileNotFoundError naming the expected
-path, layout and where to obtain it. Presets: workflow/task_presets.yaml.
+path, layout and where to obtain it. Presets: the `tasks:` section of config.yaml.
 """

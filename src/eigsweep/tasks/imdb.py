@@ -6,7 +6,7 @@ containing it.
 
 Tokens: each UTF-8 byte b becomes id b+1; id 0 is padding (vocabulary 257). Label: neg 0, pos 1.
 Examples are ordered by a fixed shuffle (``data_seed``) so that ``n_train``/``n_test`` caps stay balanced.
-Target "sequence". (The model has no padding mask: mean pooling includes the padding positions.)
+Target "sequence"; pad_id 0, so the model's pooling skips the padding.
 """
 from __future__ import annotations
 
@@ -72,4 +72,5 @@ class IMDb(Task):
         root = self._root()
         train_x, train_y = self._load_split(root, "train", p.n_train, p.data_seed)
         test_x, test_y = self._load_split(root, "test", p.n_test, p.data_seed + 1)
-        return TaskData(train_x, train_y, test_x, test_y, vocab_size=VOCAB_SIZE, n_outputs=2, target="sequence")
+        return TaskData(train_x, train_y, test_x, test_y, vocab_size=VOCAB_SIZE, n_outputs=2, target="sequence",
+                        pad_id=0)

@@ -267,4 +267,4 @@ class ListOps(Task):
         train_x, train_y = encode(train, p.seq_len, " train")
         test_x, test_y = encode(test, p.seq_len, f" {p.eval_split}")
         return TaskData(train_x, train_y, test_x, test_y, vocab_size=len(VOCAB), n_outputs=10,
-                        target="sequence")
+                        target="sequence", pad_id=TOKEN_ID[PAD])
