@@ -37,9 +37,3 @@ for _sweep in config["sweeps"]:
         input:
             sweep_targets(_sweep),
 
-
-rule all:
-    """Every sweep listed under `all:` in config.yaml (default: every sweep)."""
-    default_target: True
-    input:
-        [t for s in config.get("all", list(config["sweeps"])) for t in sweep_targets(s)],
