@@ -22,21 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from eigsweep.dsf import DSF
-from eigsweep.mixers.base import Mixer
+from eigsweep.mixers.base import Mixer, ShortConv
 
 C_CONST = 8.0
 INIT_RANGE = (0.9, 0.999)   # a^c uniform in this range at initialisation
 
 
-class CausalConv(nn.Module):
-    """Depthwise causal convolution over (B, L, C), no activation (Hawk's Conv1D)."""
-
-    def __init__(self, channels: int, kernel: int):
-        super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel, groups=channels, padding=kernel - 1)
-
-    def forward(self, x):
-        return self.conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)
+def CausalConv(channels: int, kernel: int) -> ShortConv:
+    """Hawk's Conv1D: depthwise causal convolution with no activation."""
+    return ShortConv(channels, kernel, activation=False)
 
 
 class BlockDiagonalLinear(nn.Module):
