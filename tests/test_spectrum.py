@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from eigsweep.spectrum import FINE_EDGES, MAG_EDGES, MAG_LABELS, PHASE_LABELS, SpectrumAccumulator
+from eigsweep.spectrum import FINE_EDGES, MAG_EDGES, MAG_LABELS, SpectrumAccumulator
 
 
 def accumulate(lam, dims=("sample", "head", "time")):

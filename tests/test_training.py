@@ -1,6 +1,4 @@
 """Training loop: determinism, resume from checkpoint, divergence, the result file contract."""
-import dataclasses
-
 import numpy as np
 import pytest
 import torch

@@ -142,7 +142,7 @@ class Trainer:
         log.info("resumed %s from step %d", self.spec.run_id, self.step)
 
     # -- training ------------------------------------------------------------------------------
-    def measure(self) -> "xr.Dataset":
+    def measure(self):
         return spectrum.measure(self.model, self.eval_batch)
 
     def evaluate(self) -> dict:
