@@ -199,8 +199,9 @@ def _snakemake_pid() -> int:
     pid = os.getppid()
     for _ in range(4):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"snakemake" in cmd:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            shell = Path(argv[0].decode(errors="replace")).name in ("sh", "bash", "dash", "zsh")
+            if not shell and any(b"snakemake" in a for a in argv):   # a shell's -c string names .snakemake/
                 return pid
             pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
