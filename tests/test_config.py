@@ -52,6 +52,14 @@ def test_spec_json_roundtrip(config):
     assert RunSpec.from_json(r.to_json()) == r
 
 
+def test_spec_json_is_the_json_of_to_dict(config):
+    """to_json skips asdict for speed; it must give the same string (it is the train rule's rerun trigger)."""
+    import json
+    for sweep in config["sweeps"]:
+        for r in sweep_runs(config, sweep):
+            assert r.to_json() == json.dumps(r.to_dict(), sort_keys=True)
+
+
 def test_modification_overrides_model(config):
     cfg = copy.deepcopy(config)
     cfg["sweeps"]["demo"]["modification"] = ["none", "gate", "depth1"]

@@ -89,7 +89,13 @@ class RunSpec:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        # Equal to json.dumps(self.to_dict(), sort_keys=True) (tests/test_config.py checks it), without
+        # asdict's deep copies: the Snakefile calls this once per run (the train rule's params), which
+        # matters for 10k-run sweeps. The string is also the rerun trigger, so it must not change.
+        d = dict(self.__dict__)
+        for k in ("model", "train", "eval"):
+            d[k] = dict(d[k].__dict__)
+        return json.dumps(d, sort_keys=True)
 
     def config_hash(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]

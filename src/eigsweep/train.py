@@ -216,9 +216,14 @@ def nan_like(ds):
     return out
 
 
-def train_run(spec: RunSpec, out_path: str | Path, checkpoint_path: str | Path | None = None):
-    """Train ``spec`` and write its result file atomically to ``out_path``; returns the Dataset."""
+def train_run(spec: RunSpec, out_path: str | Path, checkpoint_path: str | Path | None = None, on_start=None):
+    """Train ``spec`` and write its result file atomically to ``out_path``; returns the Dataset.
+
+    ``on_start(trainer)``, if given, is called before training (eigsweep.launch uses it to route the Slurm
+    preemption signal to ``trainer.stop_requested``)."""
     trainer = Trainer(spec, checkpoint_path)
+    if on_start is not None:
+        on_start(trainer)
     trainer.train()
     ds = trainer.result()
     write_atomic(ds, out_path)

@@ -1,7 +1,7 @@
 rule aggregate:
     """Stack a sweep's runs into one summary.nc along a `run` dimension."""
     input:
-        lambda w: sweep_run_files(w.sweep),
+        checked_run_files,
     output:
         f"{RESULTS}/{{sweep}}/summary.nc",
     log:

@@ -1,0 +1,183 @@
+"""Integration tests on a real Slurm (`pytest -m slurm`; start one with tests/slurm/start_cluster.sh).
+
+Every test writes a tiny config to a tmp dir, links the repository's `slurm` profile there and runs
+`snakemake --profile slurm <target>` exactly as a user would. Sweep names carry a random token so that
+`sacct` (which keeps earlier jobs) shows only this session's jobs.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+pytestmark = pytest.mark.slurm
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = uuid.uuid4().hex[:6]
+COMPARED = ("bin_fraction", "bin_fraction_std", "fine_count", "bin_fraction_during", "train_loss", "test_acc",
+            "test_loss", "final_acc", "steps_done")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    if shutil.which("sbatch") is None or subprocess.run(["scontrol", "ping"], capture_output=True).returncode:
+        pytest.fail("no Slurm cluster answers; start one with tests/slurm/start_cluster.sh")
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [e.get("PYTHONPATH")])])
+    return e
+
+
+def tiny_config(sweeps: dict, **top) -> dict:
+    return dict(
+        results_dir="results",
+        defaults=dict(model=dict(d_model=16, n_layers=1, n_heads=1, d_state=4, head_dim=8, pos_embedding="learned"),
+                      train=dict(steps=6, batch_size=8, warmup_steps=1, eval_every=3, device="cpu", threads=1,
+                                 checkpoint_every=2),
+                      eval=dict(n_samples=4, batch_size=16)),
+        slurm=dict(partition="gpu", gpus=1, cpus=1, mem_gb=0.5, time_min=10),
+        tasks=dict(tiny=dict(name="mqar", vocab_size=40, seq_len=16, num_kv_pairs=2, n_train=64, n_test=16)),
+        sweeps={name: dict(dict(task=["tiny"], seed=[0], lr=[3e-3]), **s) for name, s in sweeps.items()},
+        **top)
+
+
+def workdir(path: Path, config: dict) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / "slurm").symlink_to(ROOT / "slurm")   # `--profile slurm` finds ./slurm, as from the repo root
+    return path
+
+
+def snakemake(cwd: Path, *args, profile=True, check=True, timeout=540):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+           *(["--profile", "slurm"] if profile else ["-c2"]), *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def slurm_jobs(sweep: str) -> list[tuple[str, str, str]]:
+    """(job id, name, state) of every Slurm job of a sweep, from sacct."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "2000-01-01", "-o", "JobID,JobName%200,State"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [tuple(line.split("|")) for line in out.splitlines() if line]
+    return [r for r in rows if r[1].startswith(f"eigsweep-{sweep}-")]
+
+
+def run_files(cwd: Path, sweep: str) -> dict[str, xr.Dataset]:
+    files = sorted((cwd / "results" / sweep / "runs").glob("*.nc"))
+    return {f.stem: xr.load_dataset(f) for f in files}
+
+
+def assert_same_results(a: dict, b: dict):
+    assert a.keys() == b.keys() and a
+    for run in a:
+        for v in COMPARED:
+            np.testing.assert_array_equal(a[run][v].values, b[run][v].values, err_msg=f"{run}: {v}")
+
+
+def test_sweep_on_slurm_matches_local_and_rerun_submits_nothing(tmp_path):
+    sweep = f"grid_{TOKEN}"
+    config = tiny_config({sweep: dict(arch=["softmax", "linear", "mamba2"])})
+    wd = workdir(tmp_path / "slurm_run", config)
+    out = snakemake(wd, sweep)
+    jobs = slurm_jobs(sweep)
+    assert len(jobs) == 3 and {s for _, _, s in jobs} == {"COMPLETED"}, jobs   # one Slurm job per run
+    assert (wd / f"results/{sweep}/summary.nc").exists()
+    assert "submitted Slurm job" in (wd / f"results/{sweep}/logs/softmax-tiny-none-s0-lr3.00e-03.log").read_text()
+
+    local = workdir(tmp_path / "local_run", config)
+    snakemake(local, f"results/{sweep}/summary.nc", profile=False)
+    assert_same_results(run_files(wd, sweep), run_files(local, sweep))
+    # the cluster's fake GPU was allocated (gres) but the runs are CPU runs: same device, same numbers
+    assert {str(d.device.values) for d in run_files(wd, sweep).values()} == {"cpu"}
+
+    again = snakemake(wd, sweep)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    assert len(slurm_jobs(sweep)) == 3, out.stdout[-2000:]   # nothing submitted
+
+
+def test_failing_run_names_its_slurm_job_and_others_finish(tmp_path):
+    good, bad = f"good_{TOKEN}", f"bad_{TOKEN}"
+    config = tiny_config({good: dict(arch=["softmax", "linear"]),
+                          bad: dict(arch=["softmax"], train=dict(device="cuda"))},   # no CUDA in the job
+                         all=[good, bad])
+    wd = workdir(tmp_path, config)
+    proc = snakemake(wd, f"results/{good}/summary.nc", f"results/{bad}/summary.nc", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    (bad_job,) = slurm_jobs(bad)
+    assert bad_job[2] == "COMPLETED" or bad_job[2] == "FAILED", bad_job   # submitit reports the error itself
+    assert f"Slurm job {bad_job[0]} for run softmax-tiny-none-s0-lr3.00e-03 failed" in out, out[-4000:]
+    assert "no CUDA device is available" in out, out[-4000:]   # the tail of the job's log
+    assert (wd / f"results/{good}/summary.nc").exists()   # keep-going: the other runs finished
+    assert not (wd / f"results/{bad}/runs").exists() or not list((wd / f"results/{bad}/runs").glob("*.nc"))
+
+
+def test_requeued_and_preempted_runs_resume_from_checkpoint(tmp_path):
+    """One run requeued by `scontrol requeue` (killed, resumes from its last periodic checkpoint), one sent
+    the preemption/timeout signal (submitit's USR2: checkpoint at the next step boundary, requeue); both
+    match an uninterrupted local run. Slurm holds a requeued job ~2 min 17 s before restarting it."""
+    sweep = f"requeue_{TOKEN}"
+    config = tiny_config({sweep: dict(arch=["softmax", "linear"],
+                                      train=dict(steps=4000, eval_every=1000, checkpoint_every=100))})
+    wd = workdir(tmp_path / "slurm_run", config)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--profile", "slurm",
+           f"results/{sweep}/summary.nc"]
+    proc = subprocess.Popen(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+    ckpts = {arch: wd / f"results/{sweep}/checkpoints/{arch}-tiny-none-s0-lr3.00e-03.pt"
+             for arch in ("softmax", "linear")}
+    deadline = time.time() + 120
+    while not all(c.exists() for c in ckpts.values()):
+        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.2)
+    jobs = {name.split("-")[2]: jid for jid, name, _ in slurm_jobs(sweep)}
+    subprocess.run(["scontrol", "requeue", jobs["softmax"]], check=True)
+    subprocess.run(["scancel", "--signal=USR2", jobs["linear"]], check=True)
+
+    local = workdir(tmp_path / "local_run", config)   # the uninterrupted reference, while Slurm waits
+    snakemake(local, f"results/{sweep}/summary.nc", profile=False)
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out[-4000:]
+    assert_same_results(run_files(wd, sweep), run_files(local, sweep))
+    assert len(slurm_jobs(sweep)) == 2   # requeued in place: still one Slurm job per run
+    for arch in ("softmax", "linear"):
+        log = (wd / f"results/{sweep}/logs/{arch}-tiny-none-s0-lr3.00e-03.log").read_text()
+        resumed = [line for line in log.splitlines() if "resumed" in line]
+        assert resumed and " from step 0" not in resumed[0], log[-3000:]
+        assert not ckpts[arch].exists()   # removed once the result is written
+    log = (wd / f"results/{sweep}/logs/linear-tiny-none-s0-lr3.00e-03.log").read_text()
+    assert "checkpointing at the next step boundary" in log and "stopped at step" in log, log[-3000:]
+
+
+def test_interrupting_snakemake_cancels_its_slurm_jobs(tmp_path):
+    sweep = f"interrupt_{TOKEN}"
+    config = tiny_config({sweep: dict(arch=["softmax", "linear"], train=dict(steps=100000, eval_every=10000))})
+    wd = workdir(tmp_path, config)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--profile", "slurm",
+           f"results/{sweep}/summary.nc"]
+    proc = subprocess.Popen(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(),
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while len([j for j in slurm_jobs(sweep) if j[2] == "RUNNING"]) < 2:
+        assert time.time() < deadline and proc.poll() is None, "jobs did not start"
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C in a terminal signals the whole foreground process group
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    deadline = time.time() + 60
+    while ({s.split()[0] for _, _, s in slurm_jobs(sweep)} != {"CANCELLED"}
+           or sweep in subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout):
+        assert time.time() < deadline, (slurm_jobs(sweep), out[-3000:])   # gone from the queue, cancelled
+        time.sleep(1)
