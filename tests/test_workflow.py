@@ -114,7 +114,7 @@ def test_figures_from_existing_results_and_report(tmp_path):
     runs = tmp_path / "results/demo/runs"
     have = ["softmax-mqar_demo-none-s0-lr1.00e-02", "softmax-mqar_demo-gate-s0-lr1.00e-02",
             "lru-mqar_demo-none-s0-lr1.00e-02"]
-    snakemake("-c2", *[str(runs / f"{r}.nc") for r in have], cwd=tmp_path)
+    snakemake("-c2", *[f"results/demo/runs/{r}.nc" for r in have], cwd=tmp_path)
     proc = snakemake("-c2", "figures_demo", cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert "3 of 4 runs present" in out and "lru-mqar_demo-gate-s0-lr1.00e-02" in out
