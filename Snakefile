@@ -19,3 +19,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+
+
+rule all:
+    """The default target: every sweep listed under `all:` in config.yaml (default: every sweep)."""
+    input:
+        [t for s in config.get("all", list(config["sweeps"])) for t in sweep_targets(s)],

@@ -2,7 +2,6 @@
 import copy
 
 import pytest
-import yaml
 
 from eigsweep.config import ConfigError, RunSpec, load_config, run_id, sweep_runs, validate_config
 

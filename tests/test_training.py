@@ -1,6 +1,4 @@
 """Training loop: determinism, resume from checkpoint, divergence, the result file contract."""
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -128,3 +126,13 @@ def test_public_api_eigenvalues_dataarray():
     assert ((lam > 0) & (lam < 1)).all()
     stats = eigsweep.measure(model, x)
     assert stats.bin_fraction.dims == ("layer", "head", "bin")
+
+
+def test_spectral_parameters_are_exempt_from_weight_decay():
+    spec = tiny_spec("lru")
+    t = Trainer(spec)
+    groups = {g["weight_decay"]: {id(p) for p in g["params"]} for g in t.opt.param_groups}
+    lru = t.model.blocks[0].mixer
+    for name in ("nu_log", "theta_log", "gamma_log"):
+        assert id(getattr(lru, name)) in groups[0.0]
+    assert id(t.model.embed.weight) in groups[spec.train.weight_decay]

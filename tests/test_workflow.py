@@ -24,20 +24,57 @@ def sweeps():
     return list(yaml.safe_load((ROOT / "config.yaml").read_text())["sweeps"])
 
 
-@pytest.mark.parametrize("target", ["demo", "all"] + [s for s in sweeps() if s != "demo"])
-def test_dry_run(target, tmp_path):
-    # a fresh results dir, so the dry run lists every job of the target
-    proc = snakemake("-n", target, "--config", f"results_dir={tmp_path}/results")
+def with_user_data(workdir: Path) -> Path:
+    """A workdir holding config.yaml and tiny files in each dataset's real layout at the presets' paths."""
+    from test_task_loaders import _write_cifar, _write_imdb, _write_tiny_gpt2_vocab, _write_wiki
+    data = workdir / "data"
+    data.mkdir(parents=True)
+    _write_cifar(data)
+    _write_imdb(data)
+    _write_wiki(data)
+    (data / "gpt2").mkdir()
+    _write_tiny_gpt2_vocab(data / "gpt2")
+    shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def data_workdir(tmp_path_factory):
+    return with_user_data(tmp_path_factory.mktemp("userdata"))
+
+
+def train_job_count(out: str) -> int:
+    lines = [l for l in out.splitlines() if l.strip().startswith("train ")]
+    assert lines, out
+    return int(lines[0].split()[1])
+
+
+def test_dry_run_of_every_sweep(data_workdir):
+    """One dry run naming every sweep as a target: one train job per run of every sweep."""
+    from eigsweep.config import all_runs, load_config
+    n = sum(len(r) for r in all_runs(load_config(ROOT / "config.yaml")).values())
+    proc = snakemake("-n", "all", *sweeps(), cwd=data_workdir)
+    assert train_job_count(proc.stdout + proc.stderr) == n
+
+
+def test_dry_run_of_all(data_workdir):
+    proc = snakemake("-n", cwd=data_workdir)   # the default target is `all`
+    assert "rule all:" in proc.stdout + proc.stderr
+
+
+def test_missing_user_data_fails_while_building_the_dag(tmp_path):
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    proc = snakemake("-n", "scifar_paper", cwd=tmp_path, check=False)
     out = proc.stdout + proc.stderr
-    assert "train" in out, out
+    assert proc.returncode != 0
+    assert "cifar-10-batches-py" in out and "data_batch" in out, out
 
 
 def test_dry_run_lists_one_train_job_per_run(tmp_path):
     from eigsweep.config import load_config, sweep_runs
     n = len(sweep_runs(load_config(ROOT / "config.yaml"), "demo"))
     out = snakemake("-n", "demo", "--config", f"results_dir={tmp_path}/r").stdout
-    lines = [l for l in out.splitlines() if l.strip().startswith("train ")]
-    assert lines and int(lines[0].split()[1]) == n, out
+    assert train_job_count(out) == n
 
 
 def write_config(path: Path, mutate=None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def main(argv=None) -> int:
@@ -17,6 +18,11 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=None)
     p = sub.add_parser("list", help="list the run ids of a sweep")
     p.add_argument("--config", default="config.yaml")
+    p.add_argument("sweep")
+    p = sub.add_parser("sweep", help="without Snakemake: train a sweep's missing runs one after another, "
+                                     "then write summary.nc")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--results", default=None, help="results directory (default: config results_dir)")
     p.add_argument("sweep")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -34,12 +40,29 @@ def main(argv=None) -> int:
     if args.command == "list":
         print("\n".join(runs))
         return 0
+    if args.command == "sweep":
+        return run_sweep(args.sweep, runs, Path(args.results or config.get("results_dir", "results")))
     if args.run not in runs:
         print(f"eigsweep: sweep {args.sweep!r} has no run {args.run!r}", file=sys.stderr)
         return 2
     from eigsweep.train import train_run
 
     train_run(runs[args.run], args.out, args.checkpoint)
+    return 0
+
+
+def run_sweep(sweep: str, runs: dict, results: Path) -> int:
+    from eigsweep.aggregate import aggregate
+    from eigsweep.train import train_run
+
+    paths = []
+    for run_id, spec in runs.items():
+        out = results / sweep / "runs" / f"{run_id}.nc"
+        if not out.exists():
+            train_run(spec, out, results / sweep / "checkpoints" / f"{run_id}.pt")
+        paths.append(out)
+    aggregate(paths, results / sweep / "summary.nc")
+    print(f"{sweep}: {len(paths)} runs -> {results / sweep / 'summary.nc'}")
     return 0
 
 

@@ -10,7 +10,6 @@ import itertools
 import json
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Any
 
 import yaml
 

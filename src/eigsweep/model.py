@@ -51,9 +51,9 @@ class SequenceModel(nn.Module):
     """``target`` "token": logits per position (B, L, n_outputs); "sequence": pooled logits (B, n_outputs)."""
 
     def __init__(self, arch: str, cfg: ModelConfig, vocab_size: int, n_outputs: int,
-                 target: str = "token", input_dim: int = 0, max_len: int = 0):
+                 target: str = "token", input_dim: int = 0, max_len: int = 0, pad_id: int = -1):
         super().__init__()
-        self.arch, self.cfg, self.target = arch, cfg, target
+        self.arch, self.cfg, self.target, self.pad_id = arch, cfg, target, pad_id
         mixer_cls = registry.mixer_class(arch)
         self.embed = nn.Linear(input_dim, cfg.d_model) if input_dim else nn.Embedding(vocab_size, cfg.d_model)
         self.pos = None
@@ -77,8 +77,18 @@ class SequenceModel(nn.Module):
             h = block(h)
         h = self.norm(h)
         if self.target == "sequence":
-            h = h[:, -1] if self.cfg.pooling == "last" else h.mean(dim=1)
+            h = self.pool(h, x)
         return self.head(h)
+
+    def pool(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Mean over, or last of, the non-padding positions (inputs are right-padded with pad_id)."""
+        if self.pad_id < 0 or x.is_floating_point():
+            return h[:, -1] if self.cfg.pooling == "last" else h.mean(dim=1)
+        keep = (x != self.pad_id).to(h.dtype)                       # (B, L)
+        if self.cfg.pooling == "last":
+            last = (keep * torch.arange(1, x.shape[1] + 1, device=x.device)).argmax(dim=1)
+            return h[torch.arange(len(h), device=h.device), last]
+        return (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)
 
     def mixer_inputs(self, x: torch.Tensor):
         """Yield (layer index, block, the mixer's real input) for each layer."""
@@ -89,9 +99,9 @@ class SequenceModel(nn.Module):
 
 
 def build_model(arch: str, vocab_size: int = 0, n_outputs: int | None = None, target: str = "token",
-                input_dim: int = 0, max_len: int = 0, cfg: ModelConfig | None = None,
+                input_dim: int = 0, max_len: int = 0, pad_id: int = -1, cfg: ModelConfig | None = None,
                 **model_settings) -> SequenceModel:
     """Build a model by registry name, e.g. ``build_model("mamba2", vocab_size=256, d_model=64)``."""
     cfg = dataclasses.replace(cfg or ModelConfig(), **model_settings)
     return SequenceModel(arch, cfg, vocab_size, n_outputs if n_outputs is not None else vocab_size, target, input_dim,
-                         max_len)
+                         max_len, pad_id)

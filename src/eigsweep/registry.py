@@ -18,10 +18,25 @@ MIXERS: dict[str, str] = {
     "s5": "eigsweep.mixers.s5:S5",
     "lru": "eigsweep.mixers.lru:LRU",
     "mamba": "eigsweep.mixers.mamba:Mamba",
+    "gla": "eigsweep.mixers.gla:GatedLinearAttention",
+    "retnet": "eigsweep.mixers.retnet:Retention",
+    "rglru": "eigsweep.mixers.rglru:RGLRU",
+    "qlstm": "eigsweep.mixers.qlstm:QLSTM",
+    "deltanet": "eigsweep.mixers.deltanet:DeltaNet",
+    "gated_deltanet": "eigsweep.mixers.gated_deltanet:GatedDeltaNet",
 }
 
 TASKS: dict[str, str] = {
     "mqar": "eigsweep.tasks.mqar:MQAR",
+    "listops": "eigsweep.tasks.listops:ListOps",
+    "scifar": "eigsweep.tasks.scifar:SCIFAR",
+    "imdb": "eigsweep.tasks.imdb:IMDb",
+    "wikitext": "eigsweep.tasks.wikitext:WikiText",
+    "digits": "eigsweep.tasks.digits:Digits",
+    "mnist1d": "eigsweep.tasks.mnist_1d:MNIST1D",
+    "selective_copy": "eigsweep.tasks.selective_copy:SelectiveCopy",
+    "induction": "eigsweep.tasks.induction:Induction",
+    "parity": "eigsweep.tasks.parity:Parity",
 }
 
 

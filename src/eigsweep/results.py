@@ -39,7 +39,9 @@ def write_atomic(ds: xr.Dataset, path: str | Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        ds.to_netcdf(tmp, engine="netcdf4")
+        # compressed: histograms are mostly zeros and sweeps stack many runs
+        encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind in "fiu"}
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -53,7 +55,9 @@ def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Datas
     spectra = xr.concat(list(stages.values()), dim="stage", coords="minimal", compat="override",
                         join="outer").assign_coords(stage=list(stages))
     steps = sorted(during)
-    dyn = xr.concat([during[s][["bin_fraction", "bin_fraction_std", "fine_count"]] for s in steps],
+    # during training: per-head bins, and the fine histogram pooled over heads (kept small)
+    dyn = xr.concat([during[s][["bin_fraction", "bin_fraction_std"]].assign(fine_count=during[s].fine_count.sum("head"))
+                     for s in steps],
                     dim="spectrum_step", coords="minimal", compat="override", join="outer")
     dyn = dyn.rename({v: f"{v}_during" for v in dyn.data_vars}).assign_coords(spectrum_step=steps)
     ds = xr.merge([spectra, dyn], compat="override", join="outer")

@@ -138,12 +138,24 @@ class SpectrumAccumulator:
 
 
 @torch.no_grad()
-def measure(model, x: torch.Tensor, chunk: int = 8) -> xr.Dataset:
-    """The spectrum statistics of a model on a fixed evaluation batch x, computed in sample chunks."""
+def measure(model, x: torch.Tensor, max_elements: int = 2**23) -> xr.Dataset:
+    """The spectrum statistics of a model on a fixed evaluation batch x.
+
+    Eigenvalues are computed a few samples at a time and folded into running counts, so models with a huge
+    number of eigenvalues per token (Mamba-1: channels × states) never hold more than about
+    ``max_elements`` of them at once.
+    """
     acc, model64 = SpectrumAccumulator(), float64_copy(model)
-    for s in range(0, len(x), chunk):
-        for layer, (lam, dims) in enumerate(layer_eigenvalues(model64, x[s : s + chunk])):
+    s, chunk = 0, 1   # the first sample tells how many eigenvalues one sample has
+    while s < len(x):
+        per_layer = layer_eigenvalues(model64, x[s : s + chunk])
+        for layer, (lam, dims) in enumerate(per_layer):
             if "sample" not in dims and s > 0:
                 continue  # input-independent spectrum: one "sample" is all there is
             acc.update(layer, lam, dims)
+        if s == 0:
+            per_sample = max(lam.numel() for lam, _ in per_layer)
+            s, chunk = chunk, max(1, max_elements // per_sample)
+        else:
+            s += chunk
     return acc.dataset()

@@ -97,10 +97,11 @@ class Trainer:
         self.eval_batch = d.test_x[: spec.eval.n_samples]          # fixed batch for the spectra
         torch.manual_seed(spec.seed)
         self.model = build_model(spec.arch, vocab_size=d.vocab_size, n_outputs=d.n_outputs, target=d.target,
-                                 input_dim=d.input_dim, max_len=d.train_x.shape[1],
+                                 input_dim=d.input_dim, max_len=d.train_x.shape[1], pad_id=d.pad_id,
                                  cfg=spec.model).to(self.device)
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        exempt = {id(getattr(m, n)) for m in self.model.modules() for n in getattr(m, "no_weight_decay", ())}
+        decay = [p for p in self.model.parameters() if p.dim() >= 2 and id(p) not in exempt]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2 or id(p) in exempt]
         self.opt = torch.optim.AdamW([dict(params=decay, weight_decay=tc.weight_decay),
                                       dict(params=no_decay, weight_decay=0.0)], lr=spec.lr, betas=tuple(tc.betas))
         self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -141,7 +142,7 @@ class Trainer:
         log.info("resumed %s from step %d", self.spec.run_id, self.step)
 
     # -- training ------------------------------------------------------------------------------
-    def measure(self) -> "xr.Dataset":
+    def measure(self):
         return spectrum.measure(self.model, self.eval_batch)
 
     def evaluate(self) -> dict:

@@ -138,10 +138,3 @@ rule figures:
     """Every figure of every sweep under `all:`, from existing result files only (never trains)."""
     input:
         [t for s in config.get("all", list(config["sweeps"])) for t in figures_targets(s)],
-
-
-rule all:
-    """Every sweep listed under `all:` in config.yaml (default: every sweep)."""
-    default_target: True
-    input:
-        [t for s in config.get("all", list(config["sweeps"])) for t in sweep_targets(s)],

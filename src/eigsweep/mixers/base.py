@@ -19,6 +19,9 @@ class Mixer(nn.Module):
 
     eig_dims: tuple[str, ...] = ("sample", "head", "time")
     complex_eigenvalues: bool = False
+    # parameters that define the spectrum (state matrices, step sizes): exempt from weight decay, which
+    # would otherwise pull them towards 0 whatever the task (1-D parameters are always exempt)
+    no_weight_decay: tuple[str, ...] = ()
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
@@ -51,11 +54,11 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 class ShortConv(nn.Module):
-    """Depthwise causal convolution followed by SiLU, over (B, L, C)."""
+    """Depthwise causal convolution over (B, L, C), followed by SiLU unless ``activation=False``."""
 
-    def __init__(self, channels: int, kernel: int = 4):
+    def __init__(self, channels: int, kernel: int = 4, activation: bool = True):
         super().__init__()
-        self.kernel = kernel
+        self.kernel, self.activation = kernel, activation
         self.conv = nn.Conv1d(channels, channels, kernel, groups=channels, padding=kernel - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,7 +67,7 @@ class ShortConv(nn.Module):
         xp = F.pad(x, (0, 0, K - 1, 0))
         w = self.conv.weight[:, 0, :]                    # (C, K)
         y = self.conv.bias + sum(xp[:, k : k + L] * w[:, k] for k in range(K))
-        return F.silu(y)
+        return F.silu(y) if self.activation else y
 
 
 class QKVConv(nn.Module):

@@ -54,20 +54,23 @@ class LinearAttention(Mixer):
         return self.out(merge_heads(y))
 
 
-def chunked_normalised_linear_attention(fq, fk, v, chunk):
-    """Causal Σ_j (φq_i·φk_j) v_j / Σ_j φq_i·φk_j in chunks: quadratic inside a chunk, running sums across."""
-    B, H, L, dk = fq.shape
+def chunked_causal_linear_attention(q, k, v, chunk):
+    """Σ_{j≤i} (q_i·k_j) v_j in chunks: quadratic inside a chunk, a running k vᵀ sum across chunks."""
+    B, H, L, _ = q.shape
     T = min(chunk, L)
     pad = (-L) % T
     if pad:
-        fq, fk, v = (F.pad(t, (0, 0, 0, pad)) for t in (fq, fk, v))
-    n = fq.shape[2] // T
-    fq, fk, v = (t.reshape(B, H, n, T, t.shape[-1]) for t in (fq, fk, v))
-    kv = fk.transpose(-1, -2) @ v                               # (B, H, n, dk, dv)
-    kv_before = kv.cumsum(dim=2) - kv                           # exclusive prefix over chunks
-    k_before = fk.sum(dim=3).cumsum(dim=2) - fk.sum(dim=3)      # (B, H, n, dk)
-    scores = (fq @ fk.transpose(-1, -2)).tril()                 # (B, H, n, T, T)
-    num = fq @ kv_before + scores @ v
-    den = (fq * k_before[..., None, :]).sum(-1) + scores.sum(-1)
-    y = (num / den[..., None]).reshape(B, H, n * T, -1)
-    return y[:, :, :L]
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    n = q.shape[2] // T
+    q, k, v = (t.reshape(B, H, n, T, t.shape[-1]) for t in (q, k, v))
+    kv = k.transpose(-1, -2) @ v                                       # (B, H, n, dk, dv)
+    kv_before = kv.cumsum(dim=2) - kv
+    y = q @ kv_before + (q @ k.transpose(-1, -2)).tril() @ v
+    return y.reshape(B, H, n * T, -1)[:, :, :L]
+
+
+def chunked_normalised_linear_attention(fq, fk, v, chunk):
+    """Causal Σ_j (φq_i·φk_j) v_j / Σ_j φq_i·φk_j: numerator and normaliser in one pass (v with a ones column)."""
+    ones = torch.ones_like(v[..., :1])
+    y = chunked_causal_linear_attention(fq, fk, torch.cat([v, ones], dim=-1), chunk)
+    return y[..., :-1] / y[..., -1:]

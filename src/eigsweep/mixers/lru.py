@@ -21,6 +21,7 @@ from eigsweep.mixers.lti import GLUOutput, as_complex, complex_param, diagonal_s
 
 
 class LRU(Mixer):
+    no_weight_decay = ("nu_log", "theta_log", "gamma_log")
     eig_dims = ("state",)
     complex_eigenvalues = True
 

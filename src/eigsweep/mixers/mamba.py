@@ -25,6 +25,7 @@ from eigsweep.mixers.base import Mixer, ShortConv
 
 
 class Mamba(Mixer):
+    no_weight_decay = ("A_log",)
     eig_dims = ("sample", "head", "time", "state")
 
     def __init__(self, cfg, layer_idx=0):

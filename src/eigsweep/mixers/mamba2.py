@@ -35,9 +35,10 @@ class Mamba2(Mixer):
         self.conv = ShortConv(n_conv, cfg.conv_kernel)
         dt = torch.exp(torch.empty(self.n_heads).uniform_(math.log(1e-3), math.log(0.1)))
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt)
-        self.A_log = nn.Parameter(torch.log(torch.empty(self.n_heads).uniform_(1, 16)))
-        if self.lti:
+        if self.lti:  # λ_h = exp(−softplus(a_h)) replaces exp(Δ A_h)
             self.a = nn.Parameter(torch.empty(self.n_heads).uniform_(-8, -2))
+        else:
+            self.A_log = nn.Parameter(torch.log(torch.empty(self.n_heads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.n_heads))
         self.norm = RMSNorm(self.d_inner)
         self.out_proj = nn.Linear(self.d_inner, d, bias=False)

@@ -22,6 +22,7 @@ from torch import nn
 
 from eigsweep.dsf import DSF
 from eigsweep.mixers.base import Mixer, QKVConv, log_ratio_eigenvalues, merge_heads, split_heads
+from eigsweep.mixers.linear import chunked_causal_linear_attention
 
 NORM_FNS = {"exp": torch.exp, "elu": F.elu, "softplus": F.softplus, "sigmoid": torch.sigmoid}
 FEATURE_MAPS = {"elu": lambda x: F.elu(x) + 1.0, "none": lambda x: x}
@@ -77,18 +78,3 @@ class NormAttention(Mixer):
 
     def readout(self, y, u):
         return self.out(merge_heads(y))
-
-
-def chunked_causal_linear_attention(q, k, v, chunk):
-    """Σ_{j≤i} (q_i·k_j) v_j in chunks: quadratic inside a chunk, a running k vᵀ sum across chunks."""
-    B, H, L, _ = q.shape
-    T = min(chunk, L)
-    pad = (-L) % T
-    if pad:
-        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-    n = q.shape[2] // T
-    q, k, v = (t.reshape(B, H, n, T, t.shape[-1]) for t in (q, k, v))
-    kv = k.transpose(-1, -2) @ v                                       # (B, H, n, dk, dv)
-    kv_before = kv.cumsum(dim=2) - kv
-    y = q @ kv_before + (q @ k.transpose(-1, -2)).tril() @ v
-    return y.reshape(B, H, n * T, -1)[:, :, :L]

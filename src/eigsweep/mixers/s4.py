@@ -22,6 +22,7 @@ from eigsweep.mixers.lti import GLUOutput, causal_fft_conv, hippo_legs, log_unif
 
 
 class S4(Mixer):
+    no_weight_decay = ("A", "B", "log_dt")
     eig_dims = ("head", "state")
     complex_eigenvalues = True
 

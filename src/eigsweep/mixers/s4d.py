@@ -19,6 +19,7 @@ from eigsweep.mixers.lti import GLUOutput, as_complex, causal_fft_conv, complex_
 
 
 class S4D(Mixer):
+    no_weight_decay = ("log_neg_re", "A_im", "log_dt")
     eig_dims = ("head", "state")
     complex_eigenvalues = True
 

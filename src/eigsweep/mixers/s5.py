@@ -24,6 +24,7 @@ from eigsweep.mixers.lti import (GLUOutput, as_complex, complex_param, diagonal_
 
 
 class S5(Mixer):
+    no_weight_decay = ("log_neg_re", "lam_im", "log_dt")
     eig_dims = ("state",)
     complex_eigenvalues = True
 

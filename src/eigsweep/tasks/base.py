@@ -26,6 +26,7 @@ class TaskData:
     target: str = "token"
     input_dim: int = 0         # feature size of continuous inputs
     metric: str = "accuracy"   # the headline metric; language modelling also reports perplexity
+    pad_id: int = -1           # right-padding token id of variable-length inputs (-1: none); pooling skips it
 
 
 class Task:

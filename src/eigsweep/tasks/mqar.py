@@ -28,8 +28,13 @@ class MQARParams:
     data_seed: int = 0          # data is fixed across the runs of a sweep; the run seed varies the model
 
 
+# The DSF/Zoology grid of (sequence length, KV pairs); vocabulary 8192, 100k train / 3k test each.
+ZOOLOGY_GRID = [(64, 4), (128, 8), (256, 16), (512, 64)]
 PRESETS = {
+    **{f"L{L}_kv{K}": dict(vocab_size=8192, seq_len=L, num_kv_pairs=K, n_train=100_000, n_test=3_000)
+       for L, K in ZOOLOGY_GRID},
     "paper": dict(vocab_size=8192, seq_len=512, num_kv_pairs=64, n_train=100_000, n_test=3_000),
+    "small": dict(vocab_size=128, seq_len=64, num_kv_pairs=4, n_train=2_000, n_test=200),
 }
 
 

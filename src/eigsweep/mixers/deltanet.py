@@ -1,0 +1,124 @@
+"""DeltaNet (Schlag et al. 2021; Yang et al. 2024): linear attention updated by the delta rule.
+
+Per head (state d_k x d_v):  S_i = (I − β_i k_i k_iᵀ) S_{i-1} + β_i k_i v_iᵀ,   o_i = S_iᵀ q_i,
+with L2-normalised q, k (after cfg.short_conv), q scaled by d_k^{-1/2}, β_i = β_max σ(w_βᵀ x_i) per head,
+β_max = options["beta_range"] (default 1: β ∈ (0, 1); 2: β ∈ (0, 2) so that eigenvalues may be negative).
+Output: per-head RMSNorm and projection.
+
+The transition Λ_i = I − β_i k_i k_iᵀ is NOT diagonal (dsf gives full (B, H, L, N, N) matrices). Its TRUE
+eigenvalues in closed form: 1 − β_i‖k_i‖² once (eigenvector k_i) and 1 (d_k − 1 times, the complement of
+k_i); gated DeltaNet multiplies all of them by α_i. ``eigenvalues`` returns them as (B, H, L, d_k)
+(eig_dims (sample, head, time, state)), the k_i-eigenvalue first.
+
+``chunked_delta_rule`` is the training form: chunks of T tokens with the UT transform, i.e. the in-chunk
+pseudo-values U = (I + A)^{-1} diag(β)(V − diag(γ) K S_0) via one batched triangular solve for all chunks,
+then a short loop over chunks (L/T steps) carrying the state.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eigsweep.dsf import DSF
+from eigsweep.mixers.base import Mixer, QKVConv, RMSNorm, merge_heads, split_heads
+
+
+class DeltaNet(Mixer):
+    eig_dims = ("sample", "head", "time", "state")
+    chunk = 64
+
+    def __init__(self, cfg, layer_idx=0):
+        super().__init__(cfg, layer_idx)
+        d, self.n_heads = cfg.d_model, cfg.n_heads
+        self.head_dim = d // cfg.n_heads
+        self.beta_range = float(cfg.options.get("beta_range", 1.0))
+        if not 0 < self.beta_range <= 2:
+            raise ValueError(f"{type(self).__name__}: options.beta_range must lie in (0, 2], got {self.beta_range}")
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.conv = QKVConv(cfg.short_conv, d, d, d, cfg.conv_kernel)
+        self.beta_proj = nn.Linear(d, self.n_heads, bias=True)
+        self.norm = RMSNorm(self.head_dim)
+        self.out = nn.Linear(d, d, bias=False)
+
+    def log_alpha(self, u):
+        """log α_i (B, H, L); None for plain DeltaNet (α ≡ 1)."""
+        return None
+
+    def features(self, u):
+        q, k, v = self.conv(*self.qkv(u).chunk(3, dim=-1))
+        q, k, v = (split_heads(t, self.n_heads) for t in (q, k, v))
+        q = F.normalize(q, dim=-1) / math.sqrt(self.head_dim)
+        k = F.normalize(k, dim=-1)
+        beta = self.beta_range * torch.sigmoid(self.beta_proj(u)).transpose(1, 2)   # (B, H, L)
+        return q, k, v, beta, self.log_alpha(u)
+
+    def forward(self, u):
+        q, k, v, beta, log_alpha = self.features(u)
+        return self.readout(chunked_delta_rule(q, k, v, beta, log_alpha, self.chunk), u)
+
+    def eigenvalues(self, u):
+        _, k, _, beta, log_alpha = self.features(u)
+        B, H, L, N = k.shape
+        lam = torch.ones(B, H, L, N, dtype=k.dtype, device=k.device)
+        lam = torch.cat([(1 - beta * k.pow(2).sum(-1))[..., None], lam[..., 1:]], dim=-1)
+        if log_alpha is not None:
+            lam = lam * torch.exp(log_alpha)[..., None]
+        return lam
+
+    def dsf(self, u):
+        q, k, v, beta, log_alpha = self.features(u)
+        eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
+        lam = eye - beta[..., None, None] * k[..., :, None] * k[..., None, :]
+        if log_alpha is not None:
+            lam = lam * torch.exp(log_alpha)[..., None, None]
+        inp = beta[..., None, None] * k[..., :, None] * v[..., None, :]
+        return DSF(lam=lam, inp=inp, C=q)
+
+    def readout(self, y, u):
+        return self.out(merge_heads(self.norm(y)))
+
+
+def chunked_delta_rule(q, k, v, beta, log_alpha=None, chunk=64):
+    """o_i = S_iᵀ q_i for S_i = α_i (I − β_i k_i k_iᵀ) S_{i-1} + β_i k_i v_iᵀ, S_{-1} = 0.
+
+    q, k (B, H, L, N), v (B, H, L, P), beta (B, H, L), log_alpha (B, H, L) or None (α ≡ 1).
+    In a chunk with entering state S_0 and in-chunk decays γ_t = α_1⋯α_t: S_t = α_t S_{t-1} + k_t u_tᵀ with
+    u_t = β_t (v_t − α_t S_{t-1}ᵀ k_t), so U = (I + A)^{-1} diag(β) (V − diag(γ) K S_0) with
+    A_tj = β_t (γ_t/γ_j) k_tᵀ k_j (j < t); then O = diag(γ) Q S_0 + (QKᵀ ⊙ Γ)_{j≤t} U and
+    S_T = γ_T S_0 + (K ⊙ γ_T/γ_j)ᵀ U.
+    """
+    B, H, L, N = q.shape
+    P = v.shape[-1]
+    if log_alpha is None:
+        log_alpha = torch.zeros_like(beta)
+    T = min(chunk, L)
+    pad = (-L) % T
+    if pad:   # padded tokens have k = 0, β = 0, α = 1: they leave the state unchanged
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        beta, log_alpha = (F.pad(t, (0, pad)) for t in (beta, log_alpha))
+    n = q.shape[2] // T
+    q, k, v = (t.reshape(B, H, n, T, t.shape[-1]) for t in (q, k, v))
+    beta, g = beta.reshape(B, H, n, T), log_alpha.reshape(B, H, n, T).cumsum(-1)   # g_t = log γ_t
+    strict = torch.ones(T, T, dtype=torch.bool, device=q.device).tril(-1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    diff = g[..., :, None] - g[..., None, :]                                       # log γ_t/γ_j
+    Gam = torch.exp(diff.masked_fill(~causal, float("-inf")))                      # (B, H, n, T, T)
+    A = (beta[..., None] * (k @ k.transpose(-1, -2)) * Gam).masked_fill(~strict, 0)
+    eye = torch.eye(T, dtype=q.dtype, device=q.device)
+    rhs = torch.cat([beta[..., None] * v, (beta * torch.exp(g))[..., None] * k], dim=-1)
+    sol = torch.linalg.solve_triangular(eye + A, rhs, upper=False, unitriangular=True)
+    U_v, W = sol[..., :P], sol[..., P:]                                            # U = U_v − W S_0
+    attn = (q @ k.transpose(-1, -2)) * Gam                                         # masked by Gam
+    q_dec = q * torch.exp(g)[..., None]
+    k_dec = k * torch.exp(g[..., -1:] - g)[..., None]
+    gamma_end = torch.exp(g[..., -1])                                              # (B, H, n)
+    S = q.new_zeros(B, H, N, P)
+    outs = []
+    for c in range(n):
+        U = U_v[:, :, c] - W[:, :, c] @ S
+        outs.append(q_dec[:, :, c] @ S + attn[:, :, c] @ U)
+        S = gamma_end[:, :, c, None, None] * S + k_dec[:, :, c].transpose(-1, -2) @ U
+    return torch.stack(outs, dim=2).reshape(B, H, n * T, P)[:, :, :L]

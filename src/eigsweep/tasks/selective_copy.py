@@ -1,0 +1,58 @@
+"""Selective copying (Mamba, Gu & Dao 2023, §4.1.1): remember the data tokens scattered among noise
+tokens, in order, and emit them after the context.
+
+Vocabulary: 0 = noise/blank, 1…n_values = data tokens, n_values+1 = the copy marker.
+Each example: a context of ``context_len`` positions holding ``n_memorize`` data tokens (uniform from
+1…n_values) at uniformly random distinct positions (kept in order) and blanks elsewhere, then
+``n_memorize`` markers. Label at the j-th marker = the j-th data token; all other labels −100.
+Sequence length context_len + n_memorize. Target "token" (n_outputs = vocabulary size).
+Mamba's setting: context 4096, 16 tokens to memorise, vocabulary 16.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eigsweep.config import ConfigError
+from eigsweep.tasks.base import Task, TaskData
+
+
+@dataclass
+class SelectiveCopyParams:
+    context_len: int = 4096
+    n_memorize: int = 16
+    n_values: int = 16          # data tokens 1…n_values
+    n_train: int = 100_000
+    n_test: int = 3_000
+    data_seed: int = 0
+
+
+def generate_selective_copy(n: int, context_len: int, n_memorize: int, n_values: int, seed: int):
+    """Returns (inputs, labels), each (n, context_len + n_memorize) int64."""
+    if n_memorize > context_len:
+        raise ConfigError(f"selective_copy: n_memorize ({n_memorize}) exceeds context_len ({context_len})")
+    rng = np.random.default_rng(seed)
+    L = context_len + n_memorize
+    data = rng.integers(1, n_values + 1, size=(n, n_memorize))
+    pos = np.sort(np.argsort(rng.random((n, context_len)), axis=1)[:, :n_memorize], axis=1)
+    x = np.zeros((n, L), dtype=np.int64)
+    np.put_along_axis(x, pos, data, axis=1)
+    x[:, context_len:] = n_values + 1
+    y = np.full((n, L), -100, dtype=np.int64)
+    y[:, context_len:] = data
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+class SelectiveCopy(Task):
+    Params = SelectiveCopyParams
+    name = "selective_copy"
+
+    def load(self) -> TaskData:
+        p = self.params
+        kw = dict(context_len=p.context_len, n_memorize=p.n_memorize, n_values=p.n_values)
+        tx, ty = generate_selective_copy(p.n_train, seed=p.data_seed, **kw)
+        vx, vy = generate_selective_copy(p.n_test, seed=p.data_seed + 1_000_003, **kw)
+        V = p.n_values + 2
+        return TaskData(tx, ty, vx, vy, vocab_size=V, n_outputs=V, target="token")
