@@ -28,6 +28,7 @@ from eigsweep import registry, stats  # noqa: E402
 from eigsweep.figures_index import FAMILIES, FIGURES  # noqa: E402
 
 STAGES = ("init", "trained")
+MAX_GROUPED_MODELS = 5   # spectrum bars: beyond this many models, one panel per model
 MOD_HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
 
 
@@ -36,7 +37,10 @@ MOD_HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
 def arch_colors() -> dict[str, tuple]:
     """One fixed colour per registered model, the same in every figure (and every sweep)."""
     names = list(registry.MIXERS)
-    return dict(zip(names, sns.color_palette("husl", len(names))))
+    # distinct hues: tab10 without its grey (grey marks neutral legend entries), then Dark2, then husl
+    base = [c for i, c in enumerate(sns.color_palette("tab10", 10)) if i != 7] + sns.color_palette("Dark2", 8)
+    extra = sns.color_palette("husl", max(0, len(names) - len(base)))
+    return dict(zip(names, base + extra))
 
 
 def color_of(arch: str) -> tuple:
@@ -171,29 +175,41 @@ def spectrum_bars(ds: xr.Dataset, path: Path, missing=(), interval="std", per_he
                 if bool(_runs(sub_all, task=t, modification=m).bin_fraction.sel(head=h).notnull().any())]
     multi_mod = len(_unique(sub_all.modification.values)) > 1
     all_archs = _unique(sub_all.arch.values)
-    fig, axes = plt.subplots(len(rows), len(layers), figsize=(1.2 + 0.9 * len(all_archs) * len(layers) + 2.6 * len(layers),
-                                                              0.6 + 2.9 * len(rows)),
-                             squeeze=False, sharey=True)
-    for r, row in enumerate(rows):
+    # the paper's layout (models side by side in one panel per layer) while it stays readable; with many
+    # models, small multiples: one panel per (model, layer), several models per figure row
+    many = len(all_archs) > MAX_GROUPED_MODELS
+    panels = []   # (row label, panel sub-dataset, models, layer, head)
+    for row in rows:
         task, mod = row[:2]
         sub = _runs(sub_all, task=task, modification=mod)
-        archs = _unique(sub.arch.values)
-        for c, layer in enumerate(layers):
-            ax = axes[r, c]
-            lsub = sub.sel(layer=layer)
-            if not bool(lsub.bin_fraction.notnull().any()):
-                ax.text(0.5, 0.5, f"no layer {layer}", transform=ax.transAxes, ha="center", color="0.5")
-            _grouped_bars(ax, lsub, archs, bins, interval, head=row[2] if per_head else None)
-            title = f"{task}" + (f" · {mod}" if multi_mod else "") + f" · layer {layer}" + \
-                    (f" · head {row[2]}" if per_head else "")
-            ax.set_title(title, fontsize=9)
-            if r == len(rows) - 1:
-                ax.set_xlabel("|λ| bin (magnitude of DSF eigenvalue)", fontsize=8)
-            if c == 0:
-                ax.set_ylabel("share of eigenvalues (%)", fontsize=8)
+        head = row[2] if per_head else None
+        label = f"{task}" + (f" · {mod}" if multi_mod else "") + (f" · head {head}" if per_head else "")
+        for arch in (_unique(sub.arch.values) if many else [None]):
+            for layer in layers:
+                panels.append((label, sub, [arch] if many else _unique(sub.arch.values), layer, head, arch))
+    ncol = len(layers) * (max(1, 4 // len(layers)) if many else 1)
+    nrow = int(np.ceil(len(panels) / ncol))
+    width = (2.2 + 0.75 * len(all_archs)) * len(layers) if not many else 3.3 * ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width, 0.6 + (2.9 if not many else 2.4) * nrow), squeeze=False,
+                             sharey=True)
+    for i, (label, sub, archs, layer, head, arch) in enumerate(panels):
+        ax = axes[i // ncol, i % ncol]
+        lsub = sub.sel(layer=layer)
+        present = _runs(lsub, arch=arch) if arch else lsub
+        if not bool(present.bin_fraction.notnull().any()):
+            ax.text(0.5, 0.5, f"no layer {layer}", transform=ax.transAxes, ha="center", color="0.5")
+        _grouped_bars(ax, lsub, archs, bins, interval, head=head)
+        ax.set_title(f"{label} · " + (f"{arch} · " if arch else "") + f"layer {layer}", fontsize=9,
+                     color=color_of(arch) if arch else "black")
+        if i // ncol == nrow - 1 or i + ncol >= len(panels):
+            ax.set_xlabel("|λ| bin (magnitude of DSF eigenvalue)", fontsize=8)
+        if i % ncol == 0:
+            ax.set_ylabel("share of eigenvalues (%)", fontsize=8)
+    for j in range(len(panels), nrow * ncol):
+        axes[j // ncol, j % ncol].axis("off")
     err_name = "±1 s.d. over seeds and samples" if interval == "std" else "95% CI over seeds"
     fig.legend(handles=_stage_legend(all_archs), loc="lower center", bbox_to_anchor=(0.5, 1.0),
-               ncol=len(all_archs) + 2, fontsize=8, frameon=False, title=f"bars: mean; error bars: {err_name}",
+               ncol=min(len(all_archs) + 2, 10), fontsize=8, frameon=False, title=f"bars: mean; error bars: {err_name}",
                title_fontsize=8)
     fig.tight_layout()
     missing_note(fig, list(missing))
