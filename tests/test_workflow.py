@@ -111,9 +111,62 @@ def test_tiny_sweep_end_to_end(tmp_path):
     assert summary.sizes["run"] == 3
     assert set(summary.arch.values.tolist()) == {"softmax", "linear", "mamba2"}
     assert {"bin_fraction", "best_acc", "status", "fine_count"} <= set(summary.data_vars)
-    for name in ("spectrum_bars", "accuracy"):
+    from eigsweep.figures_index import FIGURES, sweep_figures
+
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    expected = sweep_figures(config["sweeps"]["demo"])
+    assert {"spectrum_bars", "accuracy", "correlation", "fine_histograms", "training_dynamics"} <= set(expected)
+    for name in FIGURES:
         png = tmp_path / f"results/demo/figures/{name}.png"
-        assert png.stat().st_size > 10_000
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.exists() == (name in expected), name
+        if name in expected:
+            assert png.stat().st_size > 10_000
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert png.with_suffix(".pdf").stat().st_size > 1_000
+    assert (tmp_path / "results/demo/correlations.csv").read_text().count("mqar_demo") == 4
     again = snakemake("-c2", "demo", "-n", cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_figures_from_existing_results_and_report(tmp_path):
+    """Every figure family (modifications, LTI complex plane, per head included) from existing result files;
+    a missing run is named, never trained; `snakemake --report` builds an HTML report with the figures."""
+    from eigsweep.figures_index import FIGURES, sweep_figures
+
+    def tiny(c):
+        c["tasks"]["mqar_demo"].update(n_train=64, n_test=16, seq_len=16, vocab_size=40, num_kv_pairs=2)
+        c["sweeps"]["demo"] = dict(arch=["softmax", "lru"], task=["mqar_demo"], modification=["none", "gate"],
+                                   seed=[0], lr=[1e-2], train=dict(steps=4, eval_every=2, warmup_steps=1, spectrum_steps=[2]),
+                                   model=dict(d_model=16, head_dim=8, d_state=4, n_heads=2, pos_embedding="learned"))
+        c["defaults"]["eval"]["n_samples"] = 4
+        c["figures"] = {"per_head": True, "n_boot": 200}
+    write_config(tmp_path / "config.yaml", tiny)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert sweep_figures(config["sweeps"]["demo"], config["figures"]) == [*FIGURES[:1], "spectrum_bars_per_head",
+                                                                           *FIGURES[2:]]
+    # no result file at all: the figures target stops and names the missing runs
+    proc = snakemake("-c2", "figures_demo", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "lru-mqar_demo-gate-s0-lr1.00e-02" in proc.stdout + proc.stderr
+    # train three of the four runs, then draw from what exists
+    runs = tmp_path / "results/demo/runs"
+    have = ["softmax-mqar_demo-none-s0-lr1.00e-02", "softmax-mqar_demo-gate-s0-lr1.00e-02",
+            "lru-mqar_demo-none-s0-lr1.00e-02"]
+    snakemake("-c2", *[f"results/demo/runs/{r}.nc" for r in have], cwd=tmp_path)
+    proc = snakemake("-c2", "figures_demo", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "3 of 4 runs present" in out and "lru-mqar_demo-gate-s0-lr1.00e-02" in out
+    assert "rule train" not in out and not (runs / "lru-mqar_demo-gate-s0-lr1.00e-02.nc").exists()
+    for name in FIGURES:
+        assert (tmp_path / f"results/demo/figures/{name}.png").stat().st_size > 10_000, name
+    log = (tmp_path / "results/demo/logs/figure_spectrum_bars.log").read_text()
+    assert "lru-mqar_demo-gate-s0-lr1.00e-02" in log
+    summary = xr.open_dataset(tmp_path / "results/demo/summary_existing.nc")
+    assert summary.sizes["run"] == 3 and "lti_eigenvalue_real" in summary
+    corr = xr.open_dataset(tmp_path / "results/demo/correlations.nc")
+    assert set(corr.statistic.values.tolist()) == {"mass_near_0", "mass_near_1", "mass_above_1", "median_horizon"}
+    # the HTML report, with every figure and its caption
+    snakemake("--report", "report.html", "figures_demo", cwd=tmp_path)
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000
+    for name in FIGURES:
+        assert f"{name}.png" in html, name

@@ -1,2 +1,96 @@
-"""Names of the figure families a sweep produces (pure Python: the Snakefile imports this)."""
-FIGURES = ("spectrum_bars", "accuracy")
+"""Which figures a sweep produces (pure Python, no torch: the Snakefile imports this to build the DAG).
+
+Figures come in families; one Snakemake rule per family (workflow/rules/figures.smk). A family applies to a
+sweep according to the sweep's config alone, so the DAG is known before any run exists.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+from pathlib import Path
+
+# family (one Snakemake rule each) -> the figures it draws, each saved as <name>.png and <name>.pdf in
+# results/<sweep>/figures/
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "spectrum_bars": ("spectrum_bars",),                      # the paper's 7-bin bars, init vs trained
+    "spectrum_bars_per_head": ("spectrum_bars_per_head",),    # on request: config `figures: {per_head: true}`
+    "accuracy": ("accuracy",),
+    "modifications": ("modifications",),                      # sweeps with more than one modification
+    "correlation": ("correlation", "correlation_heatmap"),    # + results/<sweep>/correlations.{csv,nc}
+    "fine_histograms": ("fine_histograms",),                  # distributions: fine log-spaced |λ| histograms
+    "complex_plane": ("complex_plane",),                      # distributions: LTI eigenvalues (sweeps with LTI models)
+    "training_dynamics": ("training_dynamics",),
+}
+# every figure name, in family order
+FIGURES: tuple[str, ...] = tuple(n for names in FAMILIES.values() for n in names)
+# tables written by the correlation family (results/<sweep>/…)
+CORRELATION_TABLES = ("correlations.csv", "correlations.nc")
+
+_MIXERS_DIR = Path(__file__).with_name("mixers")
+
+
+@functools.lru_cache(maxsize=None)
+def _class_attrs(module: str, cls: str) -> dict:
+    """Class-level ``eig_dims`` / ``complex_eigenvalues`` of a mixer class, read from its source (no import,
+    so no torch); inherited from bases defined in eigsweep.mixers modules, else the Mixer defaults."""
+    defaults = {"eig_dims": ("sample", "head", "time"), "complex_eigenvalues": False}
+    path = _MIXERS_DIR / f"{module.rsplit('.', 1)[-1]}.py"
+    if not module.startswith("eigsweep.mixers.") or not path.exists():
+        return defaults
+    tree = ast.parse(path.read_text())
+    imported = {a.asname or a.name: n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                for a in n.names if n.module}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            attrs = {}
+            for base in node.bases:
+                name = getattr(base, "id", None)
+                if name and name != "Mixer":
+                    attrs = dict(_class_attrs(imported.get(name, module), name))
+            attrs = {**defaults, **attrs}
+            for stmt in node.body:
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else \
+                    [stmt.target] if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else []
+                for t in targets:
+                    if isinstance(t, ast.Name) and t.id in defaults:
+                        try:
+                            attrs[t.id] = ast.literal_eval(stmt.value)
+                        except ValueError:
+                            pass
+            return attrs
+    return defaults
+
+
+def eigen_kind(arch: str) -> dict:
+    """{"lti": eigenvalues from parameters alone (no time dim), "complex": complex eigenvalues}."""
+    from eigsweep import registry
+
+    module, cls = registry.MIXERS[arch].split(":")
+    attrs = _class_attrs(module, cls)
+    return {"lti": "time" not in tuple(attrs["eig_dims"]), "complex": bool(attrs["complex_eigenvalues"])}
+
+
+def sweep_families(sweep_cfg: dict, figures_cfg: dict | None = None) -> list[str]:
+    """The figure families that apply to a sweep (its config entry), in FAMILIES order."""
+    figures_cfg = figures_cfg or {}
+    mods = sweep_cfg.get("modification", ["none"])
+    from eigsweep import registry
+
+    lti = any(eigen_kind(a)["lti"] for a in sweep_cfg["arch"] if a in registry.MIXERS)
+    skip = {"modifications": len(mods) < 2, "complex_plane": not lti,
+            "spectrum_bars_per_head": not figures_cfg.get("per_head", False)}
+    return [f for f in FAMILIES if not skip.get(f, False)]
+
+
+def sweep_figures(sweep_cfg: dict, figures_cfg: dict | None = None) -> list[str]:
+    """The figures that apply to a sweep, in FIGURES order."""
+    return [n for f in sweep_families(sweep_cfg, figures_cfg) for n in FAMILIES[f]]
+
+
+def code_version() -> str:
+    """A hash of the plotting and statistics code: a parameter of every figure rule, so changed code redraws."""
+    h = hashlib.sha256()
+    for mod in ("figures.py", "stats.py", "figures_index.py"):
+        h.update(Path(__file__).with_name(mod).read_bytes())
+    return h.hexdigest()[:12]

@@ -30,6 +30,10 @@ def _fine_edges() -> np.ndarray:
 
 
 FINE_EDGES = _fine_edges()
+# LTI spectra (from parameters alone) are also kept as the eigenvalues themselves, for complex-plane figures:
+# a fixed-width, NaN-padded `lti_mode` dim (no coordinate, so runs of any model stack into summary.nc), at most
+# this many per layer (an evenly strided subset beyond that), stored as real and imaginary parts.
+MAX_LTI_EIGENVALUES = 1024
 
 
 def float64_copy(model):
@@ -80,8 +84,13 @@ class SpectrumAccumulator:
 
     def __init__(self):
         self.mag, self.phase, self.fine, self.n = {}, {}, {}, {}
+        self.lti = {}   # layer -> the eigenvalues of an input-independent (LTI) spectrum, flattened
 
     def update(self, layer: int, lam: torch.Tensor, dims: tuple[str, ...]):
+        if "sample" not in dims and "time" not in dims:
+            flat = lam.detach().reshape(-1).cpu()
+            stride = -(-len(flat) // MAX_LTI_EIGENVALUES)
+            self.lti[layer] = flat[::stride].to(torch.complex128).numpy()
         lam = _per_sample_head(lam, dims)
         mag = lam.abs().double()
         valid = torch.isfinite(mag)
@@ -110,10 +119,22 @@ class SpectrumAccumulator:
                 out["n_samples"] = ((), counts.shape[1])
         out["fine_count"] = (("layer", "head", "fine_bin"), np.stack([self.fine[l].numpy() for l in layers]))
         lower = np.concatenate([[0.0], FINE_EDGES[:-1]])
-        return xr.Dataset(out, coords=dict(
+        ds = xr.Dataset(out, coords=dict(
             layer=layers, head=np.arange(out["bin_fraction"][1].shape[1]), bin=list(MAG_LABELS),
             phase_bin=list(PHASE_LABELS), fine_bin=np.arange(len(FINE_EDGES)),
             fine_lower=("fine_bin", lower), fine_upper=("fine_bin", FINE_EDGES)))
+        return ds.merge(self.lti_dataset(layers)) if self.lti else ds
+
+    def lti_dataset(self, layers) -> xr.Dataset:
+        """lti_eigenvalue_real/imag (layer, lti_mode), NaN-padded: the eigenvalues of LTI layers."""
+        n = MAX_LTI_EIGENVALUES
+        re, im = np.full((len(layers), n), np.nan), np.full((len(layers), n), np.nan)
+        for i, l in enumerate(layers):
+            if l in self.lti:
+                re[i, : len(self.lti[l])], im[i, : len(self.lti[l])] = self.lti[l].real, self.lti[l].imag
+        dims = ("layer", "lti_mode")
+        return xr.Dataset({"lti_eigenvalue_real": (dims, re), "lti_eigenvalue_imag": (dims, im)},
+                          coords=dict(layer=layers))
 
 
 @torch.no_grad()

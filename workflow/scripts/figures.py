@@ -1,6 +1,10 @@
-# Thin wrapper: every figure of a sweep from its summary.nc.
+# Thin wrapper: one figure family of a sweep from its summary.nc (missing runs are named on the figures).
+import logging
 from pathlib import Path
 
-from eigsweep.figures import make_figures
+from eigsweep.figures import make_family
 
-make_figures(snakemake.input[0], Path(snakemake.output[0]).parent)
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+made = make_family(snakemake.params.family, snakemake.input[0], Path(snakemake.output[0]).parent,
+                   expected=list(snakemake.params.expected), options=dict(snakemake.params.options))
+logging.info("drew %s", ", ".join(map(str, made)))
