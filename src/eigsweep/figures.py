@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -372,6 +373,7 @@ def correlation(ds: xr.Dataset, path: Path, missing=(), table=None, runstats=Non
                 inf = np.isinf(x)
                 x = np.where(inf, cap, x)
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide
                 if inf.any():
                     ax.axvline(cap, color="0.6", ls=":", lw=0.8)
                     ax.text(cap, 0.02, " ∞ (|λ|≥1)", fontsize=7, color="0.4", rotation=90, va="bottom", ha="right")
