@@ -373,7 +373,10 @@ def correlation(ds: xr.Dataset, path: Path, missing=(), table=None, runstats=Non
                 inf = np.isinf(x)
                 x = np.where(inf, cap, x)
                 ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide
+                # plain numbers at 1-2-5 steps: readable over the one or two decades horizons span here
+                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
                 if inf.any():
                     ax.axvline(cap, color="0.6", ls=":", lw=0.8)
                     ax.text(cap, 0.02, " ∞ (|λ|≥1)", fontsize=7, color="0.4", rotation=90, va="bottom", ha="right")
