@@ -16,6 +16,13 @@ def main(argv=None) -> int:
     p.add_argument("--run", required=True, help="run id (see `eigsweep list`)")
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", default=None)
+    p = sub.add_parser("job", help="the Snakemake train rule's command: one run, here or on Slurm")
+    p.add_argument("--spec", required=True, help="the run's RunSpec as JSON")
+    p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--log", default=None)
+    p.add_argument("--executor", default="local", choices=["local", "slurm"])
+    p.add_argument("--slurm", default="{}", help="Slurm resources as JSON (eigsweep.launch.slurm_resources)")
     p = sub.add_parser("list", help="list the run ids of a sweep")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("sweep")
@@ -26,6 +33,14 @@ def main(argv=None) -> int:
     p.add_argument("sweep")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    if args.command == "job":   # no config file: the workflow hands over the resolved spec and resources
+        import json
+
+        from eigsweep.launch import run_job
+
+        run_job(args.spec, args.out, args.checkpoint, args.log, args.executor, json.loads(args.slurm))
+        return 0
 
     from eigsweep.config import ConfigError, load_config, sweep_runs
 

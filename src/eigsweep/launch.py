@@ -57,14 +57,13 @@ def run_local(spec: RunSpec, out: str | Path, checkpoint: str | Path | None, log
 
 
 def run_job(spec_json: str, out: str | Path, checkpoint: str | Path | None, log_file: str | Path | None,
-            config: dict) -> None:
-    """The `train` rule's entry point: run one run with the backend the config names."""
-    executor = config.get("executor", "local")
+            executor: str = "local", slurm: dict | None = None) -> None:
+    """The `train` rule's entry point (`eigsweep job`): one run, here or on Slurm with resources ``slurm``
+    (see slurm_resources)."""
     if executor == "local":
         run_local(RunSpec.from_json(spec_json), out, checkpoint, log_file)
     elif executor == "slurm":
-        spec = RunSpec.from_json(spec_json)
-        run_slurm(spec_json, out, checkpoint, log_file, slurm_resources(config, spec.sweep))
+        run_slurm(spec_json, out, checkpoint, log_file, slurm)
     else:
         raise ValueError(f"config key executor: {executor!r} is not one of {list(EXECUTORS)}")
 

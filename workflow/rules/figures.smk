@@ -60,13 +60,20 @@ def summary_for(wildcards):
     return f"{RESULTS}/{wildcards.sweep}/{name}"
 
 
+def _existing_fingerprint(wildcards):
+    """Names, sizes and mtimes of the present result files: the rerun trigger of aggregate_existing."""
+    return [(f, os.path.getsize(f), int(os.path.getmtime(f))) for f in _existing_inputs(wildcards)]
+
+
 rule aggregate_existing:
-    """Figures-only mode: stack the result files that exist now (missing runs are named, never trained)."""
-    input:
-        _existing_inputs,
+    """Figures-only mode: stack the result files that exist now (missing runs are named, never trained).
+    The run files are deliberately not Snakemake inputs: as inputs they would be outputs of `train`, which
+    Snakemake may decide to rerun; the fingerprint param redoes this rule whenever they change."""
     output:
         f"{RESULTS}/{{sweep}}/summary_existing.nc",
     params:
+        files=_existing_inputs,
+        fingerprint=_existing_fingerprint,
         missing=lambda w: existing_run_files(w.sweep)[1],
     log:
         f"{RESULTS}/{{sweep}}/logs/aggregate_existing.log",
