@@ -17,7 +17,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", default=None)
     p = sub.add_parser("job", help="the Snakemake train rule's command: one run, here or on Slurm")
-    p.add_argument("--spec", required=True, help="the run's RunSpec as JSON")
+    p.add_argument("--spec", help="the run's RunSpec as JSON (or --jobs-file with --sweep and --run)")
+    p.add_argument("--jobs-file", help="the JSON file of specs and resources the workflow writes")
+    p.add_argument("--sweep")
+    p.add_argument("--run")
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--log", default=None)
@@ -37,9 +40,12 @@ def main(argv=None) -> int:
     if args.command == "job":   # no config file: the workflow hands over the resolved spec and resources
         import json
 
-        from eigsweep.launch import run_job
+        from eigsweep.launch import run_job, run_job_from_file
 
-        run_job(args.spec, args.out, args.checkpoint, args.log, args.executor, json.loads(args.slurm))
+        if args.jobs_file:
+            run_job_from_file(args.jobs_file, args.sweep, args.run, args.out, args.checkpoint, args.log)
+        else:
+            run_job(args.spec, args.out, args.checkpoint, args.log, args.executor, json.loads(args.slurm))
         return 0
 
     from eigsweep.config import ConfigError, load_config, sweep_runs

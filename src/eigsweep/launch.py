@@ -56,6 +56,33 @@ def run_local(spec: RunSpec, out: str | Path, checkpoint: str | Path | None, log
     train_run(spec, out, checkpoint)
 
 
+def write_jobs_file(runs: dict, config: dict, path: str | Path) -> str:
+    """Write what the train jobs of this invocation need, resolved from its config (--config overrides
+    included): the executor, each sweep's Slurm resources and every run's spec, as JSON
+    {"executor": …, "slurm": {sweep: resources}, "specs": {sweep: {run_id: spec}}}. Atomic, and only when
+    it changed. Returns the path."""
+    path = Path(path)
+    specs = "{" + ",".join(f'{json.dumps(s)}:{{' + ",".join(f'{json.dumps(r.run_id)}:{r.to_json()}' for r in rs)
+                           + "}" for s, rs in runs.items()) + "}"
+    head = json.dumps(dict(executor=config.get("executor", "local"),
+                           slurm={s: slurm_resources(config, s) for s in runs}))
+    text = head[:-1] + f', "specs": {specs}}}'
+
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def run_job_from_file(jobs_file: str | Path, sweep: str, run: str, out, checkpoint, log_file) -> None:
+    """The `train` rule's command (`eigsweep job --jobs-file …`): one run as the workflow resolved it."""
+    jobs = json.loads(Path(jobs_file).read_text())
+    spec = json.dumps(jobs["specs"][sweep][run], sort_keys=True)
+    run_job(spec, out, checkpoint, log_file, jobs["executor"], jobs["slurm"][sweep])
+
+
 def run_job(spec_json: str, out: str | Path, checkpoint: str | Path | None, log_file: str | Path | None,
             executor: str = "local", slurm: dict | None = None) -> None:
     """The `train` rule's entry point (`eigsweep job`): one run, here or on Slurm with resources ``slurm``

@@ -1,10 +1,13 @@
 # Sweep expansion: every grid point of every sweep is one run with a stable, readable id.
 from eigsweep.config import all_runs
-from eigsweep.launch import check_task_data
+from eigsweep.launch import check_task_data, write_jobs_file
 
 RESULTS = config.get("results_dir", "results")
 RUNS = all_runs(config)
 SPECS = {(sweep, r.run_id): r for sweep, runs in RUNS.items() for r in runs}
+# Specs and resources of every run, resolved from this invocation's config, for the train jobs to read:
+# passing them on each job's command line or as resources costs Snakemake seconds on a 10k-run dry run.
+JOBS_FILE = write_jobs_file(RUNS, config, ".snakemake/eigsweep/jobs.json")
 
 
 def run_file(sweep, run):

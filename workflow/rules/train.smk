@@ -1,16 +1,10 @@
-import json
-
-from eigsweep.launch import slurm_resources
-
-EXECUTOR = config.get("executor", "local")
-
-
 rule train:
     """Train one run; write its eigenvalue spectra, curve and provenance to one netCDF file.
 
     A shell command rather than a script: Snakemake reruns a script rule whenever the script file is newer
     than the output, which after a fresh clone or a pull would retrain cached results. The run's spec is the
-    rerun trigger (params); where it runs (executor, Slurm resources) is not, so it travels as resources."""
+    rerun trigger (params); the job reads it, and where to run (executor, Slurm resources), from JOBS_FILE,
+    so resources are not a rerun trigger."""
     output:
         run_file("{sweep}", "{run}"),
     params:
@@ -19,11 +13,8 @@ rule train:
     log:
         f"{RESULTS}/{{sweep}}/logs/{{run}}.log",
     threads: 1
-    resources:
-        executor=EXECUTOR,
-        slurm_json=lambda w: json.dumps(slurm_resources(config, w.sweep)) if EXECUTOR == "slurm" else "{}",
     conda:
         "../../envs/eigsweep.yaml"
     shell:
-        "python -m eigsweep.cli job --spec {params.spec:q} --out {output:q} --checkpoint {params.checkpoint:q}"
-        " --log {log:q} --executor {resources.executor} --slurm {resources.slurm_json:q}"
+        "python -m eigsweep.cli job --jobs-file {JOBS_FILE} --sweep {wildcards.sweep} --run {wildcards.run}"
+        " --out {output} --checkpoint {params.checkpoint} --log {log}"
