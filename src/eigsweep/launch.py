@@ -56,16 +56,16 @@ def run_local(spec: RunSpec, out: str | Path, checkpoint: str | Path | None, log
     train_run(spec, out, checkpoint)
 
 
-def write_jobs_file(runs: dict, config: dict, path: str | Path) -> str:
+def write_jobs_file(spec_json: dict[str, dict[str, str]], config: dict, path: str | Path) -> str:
     """Write what the train jobs of this invocation need, resolved from its config (--config overrides
     included): the executor, each sweep's Slurm resources and every run's spec, as JSON
     {"executor": …, "slurm": {sweep: resources}, "specs": {sweep: {run_id: spec}}}. Atomic, and only when
-    it changed. Returns the path."""
+    it changed. ``spec_json``: {sweep: {run_id: RunSpec.to_json()}}, already serialised. Returns the path."""
     path = Path(path)
-    specs = "{" + ",".join(f'{json.dumps(s)}:{{' + ",".join(f'{json.dumps(r.run_id)}:{r.to_json()}' for r in rs)
-                           + "}" for s, rs in runs.items()) + "}"
+    specs = "{" + ",".join(f'{json.dumps(s)}:{{' + ",".join(f'{json.dumps(r)}:{j}' for r, j in runs.items())
+                           + "}" for s, runs in spec_json.items()) + "}"
     head = json.dumps(dict(executor=config.get("executor", "local"),
-                           slurm={s: slurm_resources(config, s) for s in runs}))
+                           slurm={s: slurm_resources(config, s) for s in spec_json}))
     text = head[:-1] + f', "specs": {specs}}}'
 
     if not path.exists() or path.read_text() != text:

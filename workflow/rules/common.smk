@@ -4,10 +4,11 @@ from eigsweep.launch import check_task_data, write_jobs_file
 
 RESULTS = config.get("results_dir", "results")
 RUNS = all_runs(config)
-SPECS = {(sweep, r.run_id): r for sweep, runs in RUNS.items() for r in runs}
+# each spec serialised once: the train rule's rerun-trigger param and the jobs file share it
+SPEC_JSON = {sweep: {r.run_id: r.to_json() for r in runs} for sweep, runs in RUNS.items()}
 # Specs and resources of every run, resolved from this invocation's config, for the train jobs to read:
 # passing them on each job's command line or as resources costs Snakemake seconds on a 10k-run dry run.
-JOBS_FILE = write_jobs_file(RUNS, config, ".snakemake/eigsweep/jobs.json")
+JOBS_FILE = write_jobs_file(SPEC_JSON, config, ".snakemake/eigsweep/jobs.json")
 
 
 def run_file(sweep, run):
@@ -18,9 +19,9 @@ def sweep_run_files(sweep):
     return [run_file(sweep, r.run_id) for r in RUNS[sweep]]
 
 
-def spec_of(wildcards):
+def spec_json_of(wildcards):
     try:
-        return SPECS[(wildcards.sweep, wildcards.run)]
+        return SPEC_JSON[wildcards.sweep][wildcards.run]
     except KeyError:
         raise ValueError(f"no run {wildcards.run!r} in sweep {wildcards.sweep!r} (see `eigsweep list {wildcards.sweep}`)")
 

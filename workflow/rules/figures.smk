@@ -72,8 +72,7 @@ rule aggregate_existing:
     output:
         f"{RESULTS}/{{sweep}}/summary_existing.nc",
     params:
-        files=_existing_inputs,
-        fingerprint=_existing_fingerprint,
+        fingerprint=_existing_fingerprint,   # (file, size, mtime) of each present run file
         missing=lambda w: existing_run_files(w.sweep)[1],
     log:
         f"{RESULTS}/{{sweep}}/logs/aggregate_existing.log",

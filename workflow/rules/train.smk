@@ -8,7 +8,7 @@ rule train:
     output:
         run_file("{sweep}", "{run}"),
     params:
-        spec=lambda w: spec_of(w).to_json(),   # the rerun trigger: a run retrains when its spec changes
+        spec=spec_json_of,   # the rerun trigger: a run retrains when its spec changes
         checkpoint=f"{RESULTS}/{{sweep}}/checkpoints/{{run}}.pt",
     log:
         f"{RESULTS}/{{sweep}}/logs/{{run}}.log",
