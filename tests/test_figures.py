@@ -8,13 +8,6 @@ from eigsweep import figures_index, registry
 from eigsweep.spectrum import MAX_LTI_EIGENVALUES
 
 
-@pytest.mark.parametrize("arch", list(registry.MIXERS))
-def test_eigen_kind_read_from_source_matches_the_class(arch):
-    cls = registry.mixer_class(arch)
-    kind = figures_index.eigen_kind(arch)       # read without importing torch (the Snakefile uses it)
-    assert kind == {"lti": "time" not in cls.eig_dims, "complex": bool(cls.complex_eigenvalues)}
-
-
 def test_sweep_figures_apply_by_config():
     base = {"arch": ["softmax", "mamba2"], "task": ["t"]}
     figs = figures_index.sweep_figures(base)

@@ -5,7 +5,6 @@ sweep according to the sweep's config alone, so the DAG is known before any run 
 """
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 from pathlib import Path
@@ -27,48 +26,12 @@ FIGURES: tuple[str, ...] = tuple(n for names in FAMILIES.values() for n in names
 # tables written by the correlation family (results/<sweep>/…)
 CORRELATION_TABLES = ("correlations.csv", "correlations.nc")
 
-_MIXERS_DIR = Path(__file__).with_name("mixers")
-
-
-@functools.lru_cache(maxsize=None)
-def _class_attrs(module: str, cls: str) -> dict:
-    """Class-level ``eig_dims`` / ``complex_eigenvalues`` of a mixer class, read from its source (no import,
-    so no torch); inherited from bases defined in eigsweep.mixers modules, else the Mixer defaults."""
-    defaults = {"eig_dims": ("sample", "head", "time"), "complex_eigenvalues": False}
-    path = _MIXERS_DIR / f"{module.rsplit('.', 1)[-1]}.py"
-    if not module.startswith("eigsweep.mixers.") or not path.exists():
-        return defaults
-    tree = ast.parse(path.read_text())
-    imported = {a.asname or a.name: n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-                for a in n.names if n.module}
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == cls:
-            attrs = {}
-            for base in node.bases:
-                name = getattr(base, "id", None)
-                if name and name != "Mixer":
-                    attrs = dict(_class_attrs(imported.get(name, module), name))
-            attrs = {**defaults, **attrs}
-            for stmt in node.body:
-                targets = stmt.targets if isinstance(stmt, ast.Assign) else \
-                    [stmt.target] if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else []
-                for t in targets:
-                    if isinstance(t, ast.Name) and t.id in defaults:
-                        try:
-                            attrs[t.id] = ast.literal_eval(stmt.value)
-                        except ValueError:
-                            pass
-            return attrs
-    return defaults
-
-
 def eigen_kind(arch: str) -> dict:
-    """{"lti": eigenvalues from parameters alone (no time dim), "complex": complex eigenvalues}."""
+    """{"lti": eigenvalues from parameters alone (no time dim), "complex": complex eigenvalues} (registry)."""
     from eigsweep import registry
 
-    module, cls = registry.MIXERS[arch].split(":")
-    attrs = _class_attrs(module, cls)
-    return {"lti": "time" not in tuple(attrs["eig_dims"]), "complex": bool(attrs["complex_eigenvalues"])}
+    info = registry.mixer_info(arch)
+    return {"lti": info.lti, "complex": info.complex}
 
 
 def sweep_families(sweep_cfg: dict, figures_cfg: dict | None = None) -> list[str]:

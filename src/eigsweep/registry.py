@@ -1,29 +1,63 @@
-"""Name -> implementation registries for mixers and tasks.
+"""Name -> implementation registries for mixers and tasks, with what the workflow must know about each.
 
-Entries are import paths ("module:attribute") so that the Snakefile can validate a sweep's names
-without importing torch. Adding a model or a task is one file plus one line here.
+Pure Python (no torch): the Snakefile reads this to validate a sweep and to decide which figures and
+modifications apply, without importing any model. Adding a model or a task is one file plus one line here.
 """
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
 
-MIXERS: dict[str, str] = {
-    "softmax": "eigsweep.mixers.softmax:SoftmaxAttention",
-    "linear": "eigsweep.mixers.linear:LinearAttention",
-    "mamba2": "eigsweep.mixers.mamba2:Mamba2",
-    "norm": "eigsweep.mixers.norm:NormAttention",
-    "mamba2_lti": "eigsweep.mixers.mamba2_lti:Mamba2LTI",
-    "s4": "eigsweep.mixers.s4:S4",
-    "s4d": "eigsweep.mixers.s4d:S4D",
-    "s5": "eigsweep.mixers.s5:S5",
-    "lru": "eigsweep.mixers.lru:LRU",
-    "mamba": "eigsweep.mixers.mamba:Mamba",
-    "gla": "eigsweep.mixers.gla:GatedLinearAttention",
-    "retnet": "eigsweep.mixers.retnet:Retention",
-    "rglru": "eigsweep.mixers.rglru:RGLRU",
-    "qlstm": "eigsweep.mixers.qlstm:QLSTM",
-    "deltanet": "eigsweep.mixers.deltanet:DeltaNet",
-    "gated_deltanet": "eigsweep.mixers.gated_deltanet:GatedDeltaNet",
+
+@dataclass(frozen=True)
+class MixerInfo:
+    """One registered mixer: where it lives and the facts about it that are needed without importing it.
+
+    ``lti``: eigenvalues from parameters alone (no sample/time dims). ``complex``: complex eigenvalues.
+    ``structural``: how many of a token's eigenvalues are fixed by construction rather than informative
+    (None: all informative; "delta": the DeltaNet family's Λ_i = α_i(I − β_i k_i k_iᵀ), whose d_k − 1
+    eigenvalues orthogonal to k_i all equal α_i; only α_i(1 − β_i‖k_i‖²), the first, carries information).
+    ``model_keys``: the model settings beyond the shared ones (d_model, n_layers, norm, …) that the mixer
+    reads; a modification that changes only keys outside this set does not apply to it.
+    ``options``: the keys it accepts under ``model.options``, with their defaults.
+    ``packable``: can train as a member of a pack (stacked parameters, one batched computation).
+    """
+
+    path: str
+    lti: bool = False
+    complex: bool = False
+    structural: str | None = None
+    model_keys: frozenset = frozenset()
+    options: dict = field(default_factory=dict)
+    packable: bool = True
+
+
+_QKV = frozenset({"n_heads", "short_conv", "conv_kernel"})      # attention-like: heads and the q/k/v conv
+_MAMBA2 = frozenset({"d_state", "expand", "head_dim", "conv_kernel"})
+
+MIXERS: dict[str, MixerInfo] = {
+    "softmax": MixerInfo("eigsweep.mixers.softmax:SoftmaxAttention", model_keys=_QKV),
+    "linear": MixerInfo("eigsweep.mixers.linear:LinearAttention", model_keys=_QKV),
+    "mamba2": MixerInfo("eigsweep.mixers.mamba2:Mamba2", model_keys=_MAMBA2, options={"lti": False}),
+    "norm": MixerInfo("eigsweep.mixers.norm:NormAttention", model_keys=_QKV,
+                      options={"norm_fn": "softplus", "feature_map": "elu", "short_conv": None}),
+    "mamba2_lti": MixerInfo("eigsweep.mixers.mamba2_lti:Mamba2LTI", lti=True, model_keys=_MAMBA2),
+    "s4": MixerInfo("eigsweep.mixers.s4:S4", lti=True, complex=True, model_keys=frozenset({"d_state"})),
+    "s4d": MixerInfo("eigsweep.mixers.s4d:S4D", lti=True, complex=True, model_keys=frozenset({"d_state"}),
+                     options={"s4d_init": "lin"}),
+    "s5": MixerInfo("eigsweep.mixers.s5:S5", lti=True, complex=True, model_keys=frozenset({"d_state"})),
+    "lru": MixerInfo("eigsweep.mixers.lru:LRU", lti=True, complex=True, model_keys=frozenset({"d_state"}),
+                     options={"lru_r_min": 0.9, "lru_r_max": 0.99, "lru_max_phase": 6.283185307179586}),
+    "mamba": MixerInfo("eigsweep.mixers.mamba:Mamba", model_keys=frozenset({"d_state", "expand", "conv_kernel"})),
+    "gla": MixerInfo("eigsweep.mixers.gla:GatedLinearAttention", model_keys=_QKV),
+    "retnet": MixerInfo("eigsweep.mixers.retnet:Retention", lti=True, model_keys=_QKV, options={"rotary": True}),
+    "rglru": MixerInfo("eigsweep.mixers.rglru:RGLRU", model_keys=frozenset({"n_heads", "expand", "conv_kernel"})),
+    "qlstm": MixerInfo("eigsweep.mixers.qlstm:QLSTM", model_keys=frozenset({"n_heads", "expand", "conv_kernel"}),
+                       options={"reversed": True}),
+    "deltanet": MixerInfo("eigsweep.mixers.deltanet:DeltaNet", structural="delta", model_keys=_QKV,
+                          options={"beta_range": 1.0}),
+    "gated_deltanet": MixerInfo("eigsweep.mixers.gated_deltanet:GatedDeltaNet", structural="delta",
+                                model_keys=_QKV, options={"beta_range": 1.0}),
 }
 
 TASKS: dict[str, str] = {
@@ -40,16 +74,22 @@ TASKS: dict[str, str] = {
 }
 
 
-def _load(table: dict[str, str], kind: str, name: str):
-    if name not in table:
-        raise KeyError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
-    module, attr = table[name].split(":")
+def _import(path: str):
+    module, attr = path.split(":")
     return getattr(importlib.import_module(module), attr)
 
 
+def mixer_info(name: str) -> MixerInfo:
+    if name not in MIXERS:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(MIXERS))}")
+    return MIXERS[name]
+
+
 def mixer_class(name: str):
-    return _load(MIXERS, "architecture", name)
+    return _import(mixer_info(name).path)
 
 
 def task_class(name: str):
-    return _load(TASKS, "task", name)
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return _import(TASKS[name])
