@@ -1,4 +1,4 @@
-"""The documented initial spectra of the models (REFERENCE §1), checked against independent formulas."""
+"""The documented initial spectra of the models, checked against independent formulas."""
 import dataclasses
 import math
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from eigsweep import registry
 from eigsweep.config import ModelConfig
-from eigsweep.mixers.lti import hippo_legs
+from eigsweep.mixers.blocks import hippo_legs
 
 CFG = ModelConfig(d_model=32, n_layers=1, n_heads=4, d_state=16, expand=2, head_dim=8)
 
@@ -16,6 +16,11 @@ CFG = ModelConfig(d_model=32, n_layers=1, n_heads=4, d_state=16, expand=2, head_
 def make(arch, seed=0, **changes):
     torch.manual_seed(seed)
     return registry.mixer_class(arch)(dataclasses.replace(CFG, **changes), 0).double()
+
+
+def lti_eigenvalues(m):
+    """The spectrum of an LTI mixer (from parameters alone: any input gives the same)."""
+    return m.eigenvalues(torch.randn(1, 3, m.cfg.d_model, dtype=torch.float64))
 
 
 def assert_conjugate_pairs(lam):
@@ -26,7 +31,7 @@ def assert_conjugate_pairs(lam):
 
 def test_lru_ring_and_phase():
     m = make("lru", d_state=256)
-    lam = m.eigenvalues()
+    lam = lti_eigenvalues(m)
     r = lam.abs()
     assert r.min() >= 0.9 - 1e-12 and r.max() <= 0.99 + 1e-12
     assert r.min() < 0.905 and r.max() > 0.985            # the ring is filled, not a point
@@ -40,23 +45,32 @@ def test_lru_ring_and_phase():
 
 def test_mamba2_lti_range():
     m = make("mamba2_lti", d_model=256, head_dim=8)       # 64 heads
-    lam = m.eigenvalues()
+    lam = lti_eigenvalues(m)
     assert lam.shape == (64,)
-    assert (lam > 0.88).all() and (lam < 0.9997).all()
-    # the bounds of a ~ U(−8, −2) map exactly onto (0.8808, 0.99966)
-    assert 0.88 < math.exp(-math.log1p(math.exp(-2))) < 0.881
-    assert 0.9996 < math.exp(-math.log1p(math.exp(-8))) < 0.9997
+    # a ~ U(−8, −2) and λ = exp(−softplus(a)): the built model's λ lie in (0.8808, 0.99966) and fill it
+    lo, hi = (torch.exp(-F.softplus(torch.tensor(a, dtype=torch.float64))) for a in (-2.0, -8.0))
+    assert 0.8807 < lo < 0.8809 and 0.99966 < hi < 0.99967
+    assert (lam > lo).all() and (lam < hi).all()
+    assert lam.min() < 0.9 and lam.max() > 0.999
+    torch.testing.assert_close(lam, torch.exp(-F.softplus(m.a)), rtol=1e-15, atol=0)
     # constant in time and over samples: the DSF carries the same λ at every token
     u = torch.randn(2, 7, 256, dtype=torch.float64)
     torch.testing.assert_close(m.dsf(u).lam[..., 0], lam[None, :, None].expand(2, 64, 7))
+    torch.testing.assert_close(m.eigenvalues(u), lam)
 
 
 def test_s4_bilinear_legs():
+    """At initialisation S4's A is HiPPO-LegS: lower triangular (upper part exactly 0), the LegS entries below
+    the diagonal, −(n+1) on it; Ā's eigenvalues are the bilinear images of that diagonal."""
     m = make("s4")
-    lam = m.eigenvalues()
+    A = m.state_matrix()
+    assert torch.equal(A.triu(1), torch.zeros_like(A))
+    legs, _ = hippo_legs(16)
+    torch.testing.assert_close(A, legs, rtol=1e-6, atol=0)          # parameters are stored in float32
+    lam = lti_eigenvalues(m)
     dt = torch.exp(m.log_dt)[:, None]
-    n1 = torch.arange(1, 17, dtype=torch.float64)          # eig(LegS A) = −(n+1), A lower triangular
-    expected = (1 - dt * n1 / 2) / (1 + dt * n1 / 2)
+    a = torch.diagonal(A)                                   # A triangular: its eigenvalues are its diagonal
+    expected = (1 + dt * a / 2) / (1 - dt * a / 2)
     torch.testing.assert_close(torch.sort(lam.real, dim=-1).values, torch.sort(expected, dim=-1).values,
                                rtol=1e-8, atol=1e-10)
     assert lam.imag.abs().max() < 1e-8 and (lam.abs() < 1).all()
@@ -69,17 +83,17 @@ def test_s4_bilinear_legs():
 def test_s4_kernel_is_markov_parameters():
     """The Krylov-doubled kernel equals C Ā^l B̄ by explicit matrix powers (L not a power of two)."""
     m = make("s4", d_state=6, d_model=3)
-    Abar, Bbar = m.features()
-    K = m.kernel(13)
+    f = m.features(None)                                    # from parameters alone
+    K = m.kernel(f, 13)
     for l in (0, 1, 5, 8, 12):
-        ref = torch.einsum("hn,hnm,hm->h", m.C, torch.linalg.matrix_power(Abar, l), Bbar)
+        ref = torch.einsum("hn,hnm,hm->h", m.C, torch.linalg.matrix_power(f["Abar"], l), f["Bbar"])
         torch.testing.assert_close(K[:, l], ref)
 
 
 @pytest.mark.parametrize("init", ["lin", "inv"])
 def test_s4d_stable_conjugate_pairs(init):
     m = make("s4d", options={"s4d_init": init})
-    lam = m.eigenvalues()
+    lam = lti_eigenvalues(m)
     assert lam.shape == (32, 16)
     assert_conjugate_pairs(lam)
     dt = torch.exp(m.log_dt)[:, None]
@@ -91,7 +105,7 @@ def test_s4d_stable_conjugate_pairs(init):
 
 def test_s5_hippo_n_eigenvalues():
     m = make("s5")
-    lam = m.eigenvalues()
+    lam = lti_eigenvalues(m)
     assert lam.shape == (16,)
     assert_conjugate_pairs(lam)
     assert (lam.abs() < 1).all()
@@ -127,7 +141,7 @@ def test_norm_attention_offsets_and_eigenvalues(norm_fn):
     u = torch.randn(2, 10, 32, dtype=torch.float64)
     lam = m.eigenvalues(u)
     f = {"exp": torch.exp, "elu": F.elu, "softplus": F.softplus, "sigmoid": torch.sigmoid}[norm_fn]
-    z = u @ m.qkvz.weight[-4:].T + m.offset                  # z_i = w_hᵀu_i + o_h (the last H rows)
+    z = u @ m.qkv.weight[-4:].T + m.offset                  # z_i = w_hᵀu_i + o_h (the last H rows)
     fz = f(z).transpose(1, 2)
     assert torch.isnan(lam[..., 0]).all()
     torch.testing.assert_close(lam[..., 1:], torch.exp(fz[..., :-1] - fz[..., 1:]))

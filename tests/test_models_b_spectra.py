@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from eigsweep import registry
 from eigsweep.config import ModelConfig
 from eigsweep.model import build_model
-from eigsweep.mixers.base import split_heads
-from eigsweep.mixers.rglru import linear_scan
+from eigsweep.mixers.blocks import split_heads
+from eigsweep.mixers.scan import linear_scan
 
 SMALL = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_state=4, expand=2, head_dim=8)
 MINE = ("gla", "retnet", "rglru", "qlstm", "deltanet", "gated_deltanet")
@@ -117,7 +117,8 @@ def test_rglru_input_normalisation():
     """The input term is √(1 − a²) ⊙ g ⊙ x, recomputed by hand from the conv output and the input gate."""
     mixer = make("rglru")
     u = rand_u()
-    gate, a, inp = mixer.features(u)
+    f = mixer.features(u)
+    a, inp = f["a"], f["inp"]
     _, x = mixer.in_proj(u).chunk(2, dim=-1)
     x = mixer.conv(x)
     g = torch.sigmoid(mixer.in_gate(x)).flatten(-2)
@@ -159,8 +160,8 @@ def test_deltanet_negative_eigenvalues_match_eigensolver(arch):
     assert ev.imag.abs().max() < 1e-12
     torch.testing.assert_close(_sorted(lam), _sorted(ev), rtol=1e-10, atol=1e-12)
     assert (lam < 0).any() and (ev.real < -1e-3).any()
-    _, k, _, beta, log_alpha = mixer.features(u)
-    alpha = 1.0 if log_alpha is None else torch.exp(log_alpha)
+    f = mixer.features(u)
+    beta, alpha = f["beta"], torch.exp(f["log_alpha"])
     torch.testing.assert_close(lam[..., 0], alpha * (1 - beta))            # ‖k‖ = 1
     torch.testing.assert_close(lam[..., 1:], (alpha * torch.ones_like(beta))[..., None].expand_as(lam[..., 1:]))
     assert (beta > 1).any() and (beta < 2).all()

@@ -16,7 +16,8 @@ class MixerInfo:
     ``lti``: eigenvalues from parameters alone (no sample/time dims). ``complex``: complex eigenvalues.
     ``structural``: how many of a token's eigenvalues are fixed by construction rather than informative
     (None: all informative; "delta": the DeltaNet family's Λ_i = α_i(I − β_i k_i k_iᵀ), whose d_k − 1
-    eigenvalues orthogonal to k_i all equal α_i; only α_i(1 − β_i‖k_i‖²), the first, carries information).
+    eigenvalues orthogonal to k_i all equal α_i; only α_i(1 − β_i‖k_i‖²) carries information). Which of
+    the eigenvalues are the informative ones is ``INFORMATIVE[structural]``.
     ``model_keys``: the model settings beyond the shared ones (d_model, n_layers, norm, …) that the mixer
     reads; a modification that changes only keys outside this set does not apply to it.
     ``options``: the keys it accepts under ``model.options``, with their defaults.
@@ -32,16 +33,21 @@ class MixerInfo:
     packable: bool = True
 
 
+# The informative eigenvalues of each structural kind: {eigenvalue dim: index along it}. The DeltaNet family
+# reports α(1 − β‖k‖²) first along its "state" dim, then the d_k − 1 copies of α.
+INFORMATIVE: dict[str, dict[str, int]] = {"delta": {"state": 0}}
+
 _QKV = frozenset({"n_heads", "short_conv", "conv_kernel"})      # attention-like: heads and the q/k/v conv
 _MAMBA2 = frozenset({"d_state", "expand", "head_dim", "conv_kernel"})
 
 MIXERS: dict[str, MixerInfo] = {
     "softmax": MixerInfo("eigsweep.mixers.softmax:SoftmaxAttention", model_keys=_QKV),
     "linear": MixerInfo("eigsweep.mixers.linear:LinearAttention", model_keys=_QKV),
+    "linear_unnorm": MixerInfo("eigsweep.mixers.linear:UnnormalisedLinearAttention", lti=True, model_keys=_QKV),
     "mamba2": MixerInfo("eigsweep.mixers.mamba2:Mamba2", model_keys=_MAMBA2, options={"lti": False}),
     "norm": MixerInfo("eigsweep.mixers.norm:NormAttention", model_keys=_QKV,
                       options={"norm_fn": "softplus", "feature_map": "elu", "short_conv": None}),
-    "mamba2_lti": MixerInfo("eigsweep.mixers.mamba2_lti:Mamba2LTI", lti=True, model_keys=_MAMBA2),
+    "mamba2_lti": MixerInfo("eigsweep.mixers.mamba2:Mamba2LTI", lti=True, model_keys=_MAMBA2),
     "s4": MixerInfo("eigsweep.mixers.s4:S4", lti=True, complex=True, model_keys=frozenset({"d_state"})),
     "s4d": MixerInfo("eigsweep.mixers.s4d:S4D", lti=True, complex=True, model_keys=frozenset({"d_state"}),
                      options={"s4d_init": "lin"}),
@@ -56,7 +62,7 @@ MIXERS: dict[str, MixerInfo] = {
                        options={"reversed": True}),
     "deltanet": MixerInfo("eigsweep.mixers.deltanet:DeltaNet", structural="delta", model_keys=_QKV,
                           options={"beta_range": 1.0}),
-    "gated_deltanet": MixerInfo("eigsweep.mixers.gated_deltanet:GatedDeltaNet", structural="delta",
+    "gated_deltanet": MixerInfo("eigsweep.mixers.deltanet:GatedDeltaNet", structural="delta",
                                 model_keys=_QKV, options={"beta_range": 1.0}),
 }
 

@@ -1,24 +1,27 @@
-"""The interface every mixer implements, and small building blocks they share."""
+"""The interface every mixer implements (``Mixer``), and the attention-like mixers' common input (``QKVMixer``)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from eigsweep.config import ModelConfig
 from eigsweep.dsf import DSF, unroll
+from eigsweep.mixers.blocks import QKVConv, RMSNorm, split_heads  # noqa: F401  (model.py imports RMSNorm here)
 
 
 class Mixer(nn.Module):
     """A sequence mixer u (B, L, d) -> y (B, L, d), readable as a linear time-varying system.
 
-    Subclasses implement ``forward``, ``eigenvalues`` and either ``dsf`` + ``readout`` or ``recurrence``.
-    ``eig_dims`` names the dimensions of the tensor returned by ``eigenvalues``; "sample" and "time"
-    may be absent for LTI models (eigenvalues from parameters alone).
+    Subclasses implement ``features``, ``forward``, ``eigenvalues`` and either ``dsf`` + ``readout`` or
+    ``recurrence``; the last four all read the mixer's quantities from ``features(u)``, so the spectrum and
+    the DSF are those of the forward pass. ``eig_dims`` names the dimensions of the tensor returned by
+    ``eigenvalues``; "sample" and "time" are absent for LTI models (eigenvalues from parameters alone).
     """
 
     eig_dims: tuple[str, ...] = ("sample", "head", "time")
     complex_eigenvalues: bool = False
+    # True where λ_0 is undefined (it multiplies h_{-1} = 0) and reported as NaN: the attention mixers
+    lam0_undefined: bool = False
     # parameters that define the spectrum (state matrices, step sizes): exempt from weight decay, which
     # would otherwise pull them towards 0 whatever the task (1-D parameters are always exempt)
     no_weight_decay: tuple[str, ...] = ()
@@ -28,7 +31,14 @@ class Mixer(nn.Module):
         self.cfg = cfg
         self.layer_idx = layer_idx
 
+    def features(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The mixer's quantities for input u (B, L, d), by name (projections, gates, log λ, discretised
+        matrices, …; each mixer documents its keys and shapes). The one place that ``forward``, ``dsf``/
+        ``recurrence`` and ``eigenvalues`` read them from. LTI mixers may ignore u for their transition."""
+        raise NotImplementedError
+
     def eigenvalues(self, u: torch.Tensor) -> torch.Tensor:
+        """The eigenvalues of Λ_i for input u, with dims ``eig_dims``."""
         raise NotImplementedError
 
     def dsf(self, u: torch.Tensor) -> DSF:
@@ -42,63 +52,26 @@ class Mixer(nn.Module):
         """The mixer's output computed by stepping its DSF recurrence token by token."""
         return self.readout(unroll(self.dsf(u)), u)
 
-
-def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    B, L, D = x.shape
-    return x.view(B, L, n_heads, D // n_heads).transpose(1, 2)
-
-
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    B, H, L, P = x.shape
-    return x.transpose(1, 2).reshape(B, L, H * P)
+    def working_elements(self, L: int) -> int:
+        """How many numbers ``eigenvalues`` holds at once per sample of length L, beyond the eigenvalues
+        themselves (spectrum.measure bounds its memory with it); 0 when the eigenvalues dominate."""
+        return 0
 
 
-class ShortConv(nn.Module):
-    """Depthwise causal convolution over (B, L, C), followed by SiLU unless ``activation=False``."""
+class QKVMixer(Mixer):
+    """An attention-like mixer's input: one bias-free projection of u to q, k, v (plus ``extra`` channels),
+    the short convolution (``conv_mode``, default cfg.short_conv) and a split into cfg.n_heads heads."""
 
-    def __init__(self, channels: int, kernel: int = 4, activation: bool = True):
-        super().__init__()
-        self.kernel, self.activation = kernel, activation
-        self.conv = nn.Conv1d(channels, channels, kernel, groups=channels, padding=kernel - 1)
+    def __init__(self, cfg: ModelConfig, layer_idx: int = 0, extra: int = 0, conv_mode: str | None = None):
+        super().__init__(cfg, layer_idx)
+        d, self.n_heads, self.extra = cfg.d_model, cfg.n_heads, extra
+        self.head_dim = d // cfg.n_heads
+        self.qkv = nn.Linear(d, 3 * d + extra, bias=False)
+        self.conv = QKVConv(conv_mode or cfg.short_conv, d, d, d, cfg.conv_kernel)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # y_t = Σ_k w_k x_{t-K+1+k} + b as K shifted products: much faster than Conv1d's backward on CPU
-        L, K = x.shape[1], self.kernel
-        xp = F.pad(x, (0, 0, K - 1, 0))
-        w = self.conv.weight[:, 0, :]                    # (C, K)
-        y = self.conv.bias + sum(xp[:, k : k + L] * w[:, k] for k in range(K))
-        return F.silu(y) if self.activation else y
-
-
-class QKVConv(nn.Module):
-    """The 'short convolution' modification of attention-like mixers: on q, k (and v)."""
-
-    def __init__(self, mode: str, d_q: int, d_k: int, d_v: int, kernel: int):
-        super().__init__()
-        self.mode = mode
-        self.q = ShortConv(d_q, kernel) if mode in ("qk", "qkv") else nn.Identity()
-        self.k = ShortConv(d_k, kernel) if mode in ("qk", "qkv") else nn.Identity()
-        self.v = ShortConv(d_v, kernel) if mode == "qkv" else nn.Identity()
-
-    def forward(self, q, k, v):
-        return self.q(q), self.k(k), self.v(v)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, d: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
-def causal_mask(L: int, device=None) -> torch.Tensor:
-    return torch.ones(L, L, dtype=torch.bool, device=device).tril()
-
-
-def log_ratio_eigenvalues(log_eta: torch.Tensor) -> torch.Tensor:
-    """λ_i = η_{i-1}/η_i = exp(log η_{i-1} − log η_i) over the last (time) dim; NaN at i = 0 (no λ)."""
-    lam = torch.exp(log_eta[..., :-1] - log_eta[..., 1:])
-    return torch.cat([torch.full_like(log_eta[..., :1], float("nan")), lam], dim=-1)
+    def qkv_heads(self, u: torch.Tensor):
+        """q, k, v (B, H, L, head_dim) after the short convolution, and the extra channels (B, L, extra)."""
+        d = u.shape[-1]
+        q, k, v, extra = torch.split(self.qkv(u), [d, d, d, self.extra], dim=-1)
+        q, k, v = (split_heads(t, self.n_heads) for t in self.conv(q, k, v))
+        return q, k, v, extra

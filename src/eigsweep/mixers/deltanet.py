@@ -5,6 +5,12 @@ with L2-normalised q, k (after cfg.short_conv), q scaled by d_k^{-1/2}, β_i = �
 β_max = options["beta_range"] (default 1: β ∈ (0, 1); 2: β ∈ (0, 2) so that eigenvalues may be negative).
 Output: per-head RMSNorm and projection.
 
+Gated DeltaNet (Yang, Kautz, Hatamizadeh 2025) adds a data-dependent scalar decay per head:
+    S_i = α_i (I − β_i k_i k_iᵀ) S_{i-1} + β_i k_i v_iᵀ,
+α_i = exp(Δ_i A_h) with Δ_i = softplus(w_Δᵀ x_i + dt_bias) and A_h = −exp(A_log,h) (Mamba-2's gate and
+initialisation: dt log-uniform in [1e-3, 0.1], A ∈ U[1, 16]), and its output is per-head RMSNorm ⊙ SiLU(W_g x),
+then the projection.
+
 The transition Λ_i = I − β_i k_i k_iᵀ is NOT diagonal (dsf gives full (B, H, L, N, N) matrices). Its TRUE
 eigenvalues in closed form: 1 − β_i‖k_i‖² once (eigenvector k_i) and 1 (d_k − 1 times, the complement of
 k_i); gated DeltaNet multiplies all of them by α_i. ``eigenvalues`` returns them as (B, H, L, d_k)
@@ -23,68 +29,81 @@ import torch.nn.functional as F
 from torch import nn
 
 from eigsweep.dsf import DSF
-from eigsweep.mixers.base import Mixer, QKVConv, RMSNorm, merge_heads, split_heads
+from eigsweep.mixers.base import QKVMixer
+from eigsweep.mixers.blocks import (RMSNorm, causal_mask, gated_readout, inv_softplus, log_uniform, merge_heads,
+                                    pad_to_chunks)
 
 
-class DeltaNet(Mixer):
+class DeltaNet(QKVMixer):
     eig_dims = ("sample", "head", "time", "state")
     chunk = 64
 
     def __init__(self, cfg, layer_idx=0):
         super().__init__(cfg, layer_idx)
-        d, self.n_heads = cfg.d_model, cfg.n_heads
-        self.head_dim = d // cfg.n_heads
+        d = cfg.d_model
         self.beta_range = float(cfg.options.get("beta_range", 1.0))
         if not 0 < self.beta_range <= 2:
             raise ValueError(f"{type(self).__name__}: options.beta_range must lie in (0, 2], got {self.beta_range}")
-        self.qkv = nn.Linear(d, 3 * d, bias=False)
-        self.conv = QKVConv(cfg.short_conv, d, d, d, cfg.conv_kernel)
         self.beta_proj = nn.Linear(d, self.n_heads, bias=True)
         self.norm = RMSNorm(self.head_dim)
         self.out = nn.Linear(d, d, bias=False)
 
     def log_alpha(self, u):
-        """log α_i (B, H, L); None for plain DeltaNet (α ≡ 1)."""
-        return None
+        """log α_i (B, H, L): 0 for plain DeltaNet (α ≡ 1)."""
+        return u.new_zeros(u.shape[0], self.n_heads, u.shape[1])
 
     def features(self, u):
-        q, k, v = self.conv(*self.qkv(u).chunk(3, dim=-1))
-        q, k, v = (split_heads(t, self.n_heads) for t in (q, k, v))
-        q = F.normalize(q, dim=-1) / math.sqrt(self.head_dim)
-        k = F.normalize(k, dim=-1)
-        beta = self.beta_range * torch.sigmoid(self.beta_proj(u)).transpose(1, 2)   # (B, H, L)
-        return q, k, v, beta, self.log_alpha(u)
+        """q (normalised, scaled), k (normalised), v (B, H, L, head_dim); β and log α (B, H, L)."""
+        q, k, v, _ = self.qkv_heads(u)
+        beta = self.beta_range * torch.sigmoid(self.beta_proj(u)).transpose(1, 2)
+        return dict(q=F.normalize(q, dim=-1) / math.sqrt(self.head_dim), k=F.normalize(k, dim=-1), v=v,
+                    beta=beta, log_alpha=self.log_alpha(u))
 
     def forward(self, u):
-        q, k, v, beta, log_alpha = self.features(u)
-        return self.readout(chunked_delta_rule(q, k, v, beta, log_alpha, self.chunk), u)
+        f = self.features(u)
+        y = chunked_delta_rule(f["q"], f["k"], f["v"], f["beta"], f["log_alpha"], self.chunk)
+        return self.readout(y, u)
 
     def eigenvalues(self, u):
-        _, k, _, beta, log_alpha = self.features(u)
-        B, H, L, N = k.shape
-        lam = torch.ones(B, H, L, N, dtype=k.dtype, device=k.device)
-        lam = torch.cat([(1 - beta * k.pow(2).sum(-1))[..., None], lam[..., 1:]], dim=-1)
-        if log_alpha is not None:
-            lam = lam * torch.exp(log_alpha)[..., None]
-        return lam
+        """(B, H, L, d_k): α(1 − β‖k‖²) first (the informative one), then α (d_k − 1 times)."""
+        f = self.features(u)
+        k, alpha = f["k"], torch.exp(f["log_alpha"])[..., None]
+        along_k = 1 - f["beta"] * k.pow(2).sum(-1)
+        return alpha * torch.cat([along_k[..., None], torch.ones_like(k[..., 1:])], dim=-1)
 
     def dsf(self, u):
-        q, k, v, beta, log_alpha = self.features(u)
+        f = self.features(u)
+        k, beta = f["k"], f["beta"][..., None, None]
         eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
-        lam = eye - beta[..., None, None] * k[..., :, None] * k[..., None, :]
-        if log_alpha is not None:
-            lam = lam * torch.exp(log_alpha)[..., None, None]
-        inp = beta[..., None, None] * k[..., :, None] * v[..., None, :]
-        return DSF(lam=lam, inp=inp, C=q)
+        lam = torch.exp(f["log_alpha"])[..., None, None] * (eye - beta * k[..., :, None] * k[..., None, :])
+        return DSF(lam=lam, inp=beta * k[..., :, None] * f["v"][..., None, :], C=f["q"])
 
     def readout(self, y, u):
         return self.out(merge_heads(self.norm(y)))
 
 
-def chunked_delta_rule(q, k, v, beta, log_alpha=None, chunk=64):
+class GatedDeltaNet(DeltaNet):
+
+    def __init__(self, cfg, layer_idx=0):
+        super().__init__(cfg, layer_idx)
+        d, H = cfg.d_model, self.n_heads
+        self.dt_proj = nn.Linear(d, H, bias=False)
+        self.dt_bias = nn.Parameter(inv_softplus(torch.exp(log_uniform(H))))
+        self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(1, 16)))
+        self.out_gate = nn.Linear(d, d, bias=False)
+
+    def log_alpha(self, u):
+        dt = F.softplus(self.dt_proj(u) + self.dt_bias)                       # (B, L, H)
+        return (-torch.exp(self.A_log) * dt).transpose(1, 2)                   # (B, H, L)
+
+    def readout(self, y, u):
+        return gated_readout(y, u, self.norm, self.out_gate, self.out)
+
+
+def chunked_delta_rule(q, k, v, beta, log_alpha, chunk=64):
     """o_i = S_iᵀ q_i for S_i = α_i (I − β_i k_i k_iᵀ) S_{i-1} + β_i k_i v_iᵀ, S_{-1} = 0.
 
-    q, k (B, H, L, N), v (B, H, L, P), beta (B, H, L), log_alpha (B, H, L) or None (α ≡ 1).
+    q, k (B, H, L, N), v (B, H, L, P), beta (B, H, L), log_alpha (B, H, L) (0: α ≡ 1). Returns o (B, H, L, P).
     In a chunk with entering state S_0 and in-chunk decays γ_t = α_1⋯α_t: S_t = α_t S_{t-1} + k_t u_tᵀ with
     u_t = β_t (v_t − α_t S_{t-1}ᵀ k_t), so U = (I + A)^{-1} diag(β) (V − diag(γ) K S_0) with
     A_tj = β_t (γ_t/γ_j) k_tᵀ k_j (j < t); then O = diag(γ) Q S_0 + (QKᵀ ⊙ Γ)_{j≤t} U and
@@ -92,18 +111,14 @@ def chunked_delta_rule(q, k, v, beta, log_alpha=None, chunk=64):
     """
     B, H, L, N = q.shape
     P = v.shape[-1]
-    if log_alpha is None:
-        log_alpha = torch.zeros_like(beta)
     T = min(chunk, L)
-    pad = (-L) % T
-    if pad:   # padded tokens have k = 0, β = 0, α = 1: they leave the state unchanged
-        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-        beta, log_alpha = (F.pad(t, (0, pad)) for t in (beta, log_alpha))
+    # padded tokens have k = 0, β = 0, α = 1: they leave the state unchanged
+    q, k, v, beta, log_alpha = pad_to_chunks(T, 2, q, k, v, beta, log_alpha)
     n = q.shape[2] // T
     q, k, v = (t.reshape(B, H, n, T, t.shape[-1]) for t in (q, k, v))
     beta, g = beta.reshape(B, H, n, T), log_alpha.reshape(B, H, n, T).cumsum(-1)   # g_t = log γ_t
-    strict = torch.ones(T, T, dtype=torch.bool, device=q.device).tril(-1)
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    strict = causal_mask(T, q.device).tril(-1)
+    causal = causal_mask(T, q.device)
     diff = g[..., :, None] - g[..., None, :]                                       # log γ_t/γ_j
     Gam = torch.exp(diff.masked_fill(~causal, float("-inf")))                      # (B, H, n, T, T)
     A = (beta[..., None] * (k @ k.transpose(-1, -2)) * Gam).masked_fill(~strict, 0)

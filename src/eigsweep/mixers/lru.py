@@ -17,7 +17,8 @@ from torch import nn
 
 from eigsweep.dsf import DSF
 from eigsweep.mixers.base import Mixer
-from eigsweep.mixers.lti import GLUOutput, as_complex, complex_param, diagonal_scan
+from eigsweep.mixers.blocks import GLUOutput, as_complex, complex_param
+from eigsweep.mixers.scan import diagonal_scan
 
 
 class LRU(Mixer):
@@ -40,27 +41,24 @@ class LRU(Mixer):
         self.D = nn.Parameter(torch.randn(H))
         self.out = GLUOutput(H)
 
-    def log_lam(self):
-        return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
-
     def features(self, u):
-        """log λ (N,) and the state input γ ⊙ B u (B, L, N)."""
-        log_lam = self.log_lam()
+        """log λ = −exp(ν) + i·exp(θ) (N,) and the state input γ ⊙ B u (B, L, N)."""
         Bn = torch.exp(self.gamma_log)[:, None] * as_complex(self.B)
-        return log_lam, u.to(Bn.dtype) @ Bn.T
+        return dict(log_lam=torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log)),
+                    x=u.to(Bn.dtype) @ Bn.T)
 
     def forward(self, u):
-        log_lam, x = self.features(u)
-        h = diagonal_scan(x, log_lam)
+        f = self.features(u)
+        h = diagonal_scan(f["x"], f["log_lam"])
         return self.out((h @ as_complex(self.C).T).real + u * self.D)
 
-    def eigenvalues(self, u=None):
-        return torch.exp(self.log_lam())                                   # (N,)
+    def eigenvalues(self, u):
+        return torch.exp(self.features(u)["log_lam"])                      # (N,)
 
     def dsf(self, u):
-        log_lam, x = self.features(u)
-        inp = (x[..., :, None] * as_complex(self.C).T)[:, None]            # (B, 1, L, N, H)
-        return DSF(lam=torch.exp(log_lam)[None, None, None], inp=inp,
+        f = self.features(u)
+        inp = (f["x"][..., :, None] * as_complex(self.C).T)[:, None]       # (B, 1, L, N, H)
+        return DSF(lam=torch.exp(f["log_lam"])[None, None, None], inp=inp,
                    C=torch.ones(1, 1, 1, inp.shape[-2], dtype=u.dtype, device=u.device),
                    D=(u * self.D)[:, None])
 

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eigsweep.dsf import DSF
 from eigsweep.mixers.base import Mixer
-from eigsweep.mixers.rglru import CausalConv, linear_scan
+from eigsweep.mixers.blocks import ShortConv, channelwise_dsf, split_heads
+from eigsweep.mixers.scan import linear_scan
 
 
 class QLSTM(Mixer):
@@ -34,12 +34,14 @@ class QLSTM(Mixer):
             raise ValueError(f"qlstm: expand*d_model={self.width} is not a multiple of n_heads={self.n_heads}")
         self.reversed = bool(cfg.options.get("reversed", True))
         self.in_proj = nn.Linear(d, 2 * self.width, bias=False)
-        self.conv = CausalConv(self.width, cfg.conv_kernel)
+        self.conv = ShortConv(self.width, cfg.conv_kernel, activation=False)    # Hawk's Conv1D
         self.gates = nn.Linear(self.width, 3 * self.width, bias=True)
         self.alpha = nn.Parameter(torch.tensor(1.0))
         self.out = nn.Linear(self.width, d, bias=False)
 
     def features(self, u):
+        """The GeLU branch's input ``gate``, and per channel λ, the state input σ(ι) ⊙ ũ and the output gate
+        σ(o), all (B, L, width)."""
         gate, x = self.in_proj(u).chunk(2, dim=-1)
         x = self.conv(x)
         f, i, o = self.gates(x).chunk(3, dim=-1)
@@ -56,17 +58,12 @@ class QLSTM(Mixer):
     def _out(self, y, gate):
         return self.out(F.gelu(gate) * y)
 
-    def _heads(self, t):
-        B, L, _ = t.shape
-        return t.view(B, L, self.n_heads, -1).transpose(1, 2)              # (B, H, L, N)
-
     def eigenvalues(self, u):
-        return self._heads(self.features(u)["lam"])
+        return split_heads(self.features(u)["lam"], self.n_heads)         # (B, H, L, N)
 
     def dsf(self, u):
         f = self.features(u)
-        return DSF(lam=self._heads(f["lam"]), inp=torch.diag_embed(self._heads(f["inp"])),
-                   C=self._heads(f["out_gate"]))
+        return channelwise_dsf(f["lam"], f["inp"], f["out_gate"], self.n_heads)
 
     def readout(self, y, u):
         return self._out(y.transpose(1, 2).flatten(2), self.features(u)["gate"])

@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from eigsweep.dsf import DSF
-from eigsweep.mixers.base import Mixer, QKVConv, RMSNorm, merge_heads, split_heads
-from eigsweep.mixers.gla import chunked_decay_attention
+from eigsweep.mixers.base import QKVMixer
+from eigsweep.mixers.blocks import RMSNorm, gated_readout
+from eigsweep.mixers.scan import chunked_decay_attention
 
 
 def retention_decays(n_heads: int, dtype=torch.float64) -> torch.Tensor:
@@ -35,43 +35,40 @@ def rotate(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
-class Retention(Mixer):
+class Retention(QKVMixer):
     eig_dims = ("head",)
     chunk = 64
 
     def __init__(self, cfg, layer_idx=0):
         super().__init__(cfg, layer_idx)
-        d, self.n_heads = cfg.d_model, cfg.n_heads
-        self.head_dim = d // cfg.n_heads
+        d = cfg.d_model
         self.rotary = bool(cfg.options.get("rotary", True))
         if self.rotary and self.head_dim % 2:
             raise ValueError(f"retnet: rotary needs an even head dim, got {self.head_dim}")
-        self.qkv = nn.Linear(d, 3 * d, bias=False)
-        self.conv = QKVConv(cfg.short_conv, d, d, d, cfg.conv_kernel)
         self.register_buffer("gamma", retention_decays(self.n_heads), persistent=False)
         self.out_gate = nn.Linear(d, d, bias=False)
         self.norm = RMSNorm(self.head_dim)
         self.out = nn.Linear(d, d, bias=False)
 
     def features(self, u):
-        q, k, v = self.conv(*self.qkv(u).chunk(3, dim=-1))
-        q, k, v = (split_heads(t, self.n_heads) for t in (q, k, v))
+        """q, k (rotated; k scaled), v (B, H, L, head_dim) and γ (H,)."""
+        q, k, v, _ = self.qkv_heads(u)
         if self.rotary:
             q, k = rotate(q), rotate(k)
-        return q, k / math.sqrt(self.head_dim), v
+        return dict(q=q, k=k / math.sqrt(self.head_dim), v=v, gamma=self.gamma.to(q.dtype))
 
     def forward(self, u):
-        q, k, v = self.features(u)
-        B, H, L, _ = q.shape
-        log_gamma = torch.log(self.gamma.to(q.dtype))[None, :, None, None].expand(B, H, L, 1)
-        return self.readout(chunked_decay_attention(q, k, v, log_gamma, self.chunk), u)
+        f = self.features(u)
+        B, H, L, _ = f["q"].shape
+        log_gamma = torch.log(f["gamma"])[None, :, None, None].expand(B, H, L, 1)
+        return self.readout(chunked_decay_attention(f["q"], f["k"], f["v"], log_gamma, self.chunk), u)
 
     def eigenvalues(self, u):
-        return self.gamma.to(u.dtype)                                     # (H,)
+        return self.features(u)["gamma"]                                  # (H,)
 
     def dsf(self, u):
-        q, k, v = self.features(u)
-        return DSF(lam=self.gamma.to(q.dtype)[None, :, None, None], inp=k[..., :, None] * v[..., None, :], C=q)
+        f = self.features(u)
+        return DSF(lam=f["gamma"][None, :, None, None], inp=f["k"][..., :, None] * f["v"][..., None, :], C=f["q"])
 
     def readout(self, y, u):
-        return self.out(merge_heads(self.norm(y)) * F.silu(self.out_gate(u)))
+        return gated_readout(y, u, self.norm, self.out_gate, self.out)

@@ -21,16 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eigsweep.dsf import DSF
-from eigsweep.mixers.base import Mixer, ShortConv
+from eigsweep.mixers.base import Mixer
+from eigsweep.mixers.blocks import ShortConv, channelwise_dsf, inv_softplus, split_heads
+from eigsweep.mixers.scan import linear_scan
 
 C_CONST = 8.0
 INIT_RANGE = (0.9, 0.999)   # a^c uniform in this range at initialisation
-
-
-def CausalConv(channels: int, kernel: int) -> ShortConv:
-    """Hawk's Conv1D: depthwise causal convolution with no activation."""
-    return ShortConv(channels, kernel, activation=False)
 
 
 class BlockDiagonalLinear(nn.Module):
@@ -46,25 +42,6 @@ class BlockDiagonalLinear(nn.Module):
         return torch.einsum("blhi,hij->blhj", x.unflatten(-1, (H, N)), self.weight) + self.bias
 
 
-def linear_scan(a, b, dim=1):
-    """h_t = a_t h_{t-1} + b_t along ``dim`` (h_{-1} = 0) by a log-depth (Hillis–Steele) parallel scan."""
-    a, b = a.movedim(dim, 1), b.movedim(dim, 1)
-    L, w = a.shape[1], 1
-    while w < L:
-        pad = [0, 0] * (a.dim() - 2) + [w, 0]
-        b = b + a * F.pad(b[:, :-w], pad)
-        a = a * F.pad(a[:, :-w], pad)
-        w *= 2
-    return b.movedim(1, dim)
-
-
-def diagonal_dsf(lam, inp, n_heads):
-    """DSF of channel-wise recurrences h_i = lam_i ⊙ h_{i-1} + inp_i with output h_i (B, L, H*N)."""
-    B, L, _ = lam.shape
-    lam, inp = (t.view(B, L, n_heads, -1).transpose(1, 2) for t in (lam, inp))   # (B, H, L, N)
-    return DSF(lam=lam, inp=torch.diag_embed(inp), C=torch.ones_like(lam))
-
-
 class RGLRU(Mixer):
     eig_dims = ("sample", "head", "time", "state")
 
@@ -75,38 +52,38 @@ class RGLRU(Mixer):
         if self.width % self.n_heads:
             raise ValueError(f"rglru: expand*d_model={self.width} is not a multiple of n_heads={self.n_heads}")
         self.in_proj = nn.Linear(d, 2 * self.width, bias=False)
-        self.conv = CausalConv(self.width, cfg.conv_kernel)
+        self.conv = ShortConv(self.width, cfg.conv_kernel, activation=False)    # Hawk's Conv1D
         self.rec_gate = BlockDiagonalLinear(self.n_heads, self.width // self.n_heads)
         self.in_gate = BlockDiagonalLinear(self.n_heads, self.width // self.n_heads)
         a_c = torch.empty(self.width).uniform_(*INIT_RANGE)
         sp = -torch.log(a_c) / C_CONST                                    # softplus(Λ) = −log(a^c)/c
-        self.Lambda = nn.Parameter(sp + torch.log(-torch.expm1(-sp)))     # softplus⁻¹
+        self.Lambda = nn.Parameter(inv_softplus(sp))
         self.out = nn.Linear(self.width, d, bias=False)
 
     def features(self, u):
+        """The GeLU branch's input ``gate``, the conv output x, the input gate g, and per channel the
+        eigenvalue a and the state input √(1 − a²) ⊙ g ⊙ x, all (B, L, width)."""
         gate, x = self.in_proj(u).chunk(2, dim=-1)
         x = self.conv(x)
         r = torch.sigmoid(self.rec_gate(x)).flatten(-2)
         g = torch.sigmoid(self.in_gate(x)).flatten(-2)
-        log_a = -C_CONST * r * F.softplus(self.Lambda)                  # (B, L, width)
-        a = torch.exp(log_a)
+        log_a = -C_CONST * r * F.softplus(self.Lambda)
         inp = torch.sqrt(-torch.expm1(2 * log_a)) * g * x                # √(1 − a²) ⊙ g ⊙ x
-        return gate, a, inp
+        return dict(gate=gate, x=x, g=g, a=torch.exp(log_a), inp=inp)
 
     def forward(self, u):
-        gate, a, inp = self.features(u)
-        return self._out(linear_scan(a, inp), gate)
+        f = self.features(u)
+        return self._out(linear_scan(f["a"], f["inp"]), f["gate"])
 
     def _out(self, h, gate):
         return self.out(F.gelu(gate) * h)
 
     def eigenvalues(self, u):
-        B, L, _ = u.shape
-        return self.features(u)[1].view(B, L, self.n_heads, -1).transpose(1, 2)   # (B, H, L, N)
+        return split_heads(self.features(u)["a"], self.n_heads)           # (B, H, L, N)
 
     def dsf(self, u):
-        _, a, inp = self.features(u)
-        return diagonal_dsf(a, inp, self.n_heads)
+        f = self.features(u)
+        return channelwise_dsf(f["a"], f["inp"], torch.ones_like(f["a"]), self.n_heads)
 
     def readout(self, y, u):
-        return self._out(y.transpose(1, 2).flatten(2), self.features(u)[0])
+        return self._out(y.transpose(1, 2).flatten(2), self.features(u)["gate"])

@@ -15,7 +15,8 @@ from torch import nn
 
 from eigsweep.dsf import DSF
 from eigsweep.mixers.base import Mixer
-from eigsweep.mixers.lti import GLUOutput, as_complex, causal_fft_conv, complex_param, log_uniform, with_conjugates
+from eigsweep.mixers.blocks import GLUOutput, as_complex, complex_param, log_uniform, with_conjugates
+from eigsweep.mixers.scan import causal_fft_conv
 
 
 class S4D(Mixer):
@@ -42,28 +43,27 @@ class S4D(Mixer):
         self.D = nn.Parameter(torch.randn(H))
         self.out = GLUOutput(H)
 
-    def features(self):
-        """Per channel and mode: log λ = ΔA (H, M) and the discretised input weight B̄ (H, M)."""
+    def features(self, u):
+        """Per channel and mode: log λ = ΔA (H, M) and the discretised input weight B̄ (H, M); u is not read."""
         A = torch.complex(-torch.exp(self.log_neg_re), self.A_im)
         dtA = torch.exp(self.log_dt)[:, None] * A
-        Bbar = torch.expm1(dtA) / A * as_complex(self.B)
-        return dtA, Bbar
+        return dict(log_lam=dtA, Bbar=torch.expm1(dtA) / A * as_complex(self.B))
 
     def forward(self, u):
-        dtA, Bbar = self.features()
+        f = self.features(u)
         L = u.shape[1]
-        powers = torch.exp(dtA[..., None] * torch.arange(L, device=u.device, dtype=u.dtype))   # (H, M, L)
-        K = 2 * torch.einsum("hm,hml->hl", as_complex(self.C) * Bbar, powers).real
+        powers = torch.exp(f["log_lam"][..., None] * torch.arange(L, device=u.device, dtype=u.dtype))   # (H, M, L)
+        K = 2 * torch.einsum("hm,hml->hl", as_complex(self.C) * f["Bbar"], powers).real
         y = causal_fft_conv(u.transpose(1, 2), K).transpose(1, 2) + u * self.D
         return self.out(y)
 
-    def eigenvalues(self, u=None):
-        return with_conjugates(torch.exp(self.features()[0]))              # (H, N)
+    def eigenvalues(self, u):
+        return with_conjugates(torch.exp(self.features(u)["log_lam"]))     # (H, N)
 
     def dsf(self, u):
-        dtA, Bbar = self.features()
-        lam = with_conjugates(torch.exp(dtA))[None, :, None]               # (1, H, 1, N)
-        inp = with_conjugates(Bbar)[None, :, None, :, None] * u.transpose(1, 2)[..., None, None]
+        f = self.features(u)
+        lam = with_conjugates(torch.exp(f["log_lam"]))[None, :, None]      # (1, H, 1, N)
+        inp = with_conjugates(f["Bbar"])[None, :, None, :, None] * u.transpose(1, 2)[..., None, None]
         C = with_conjugates(as_complex(self.C))[None, :, None]
         return DSF(lam=lam, inp=inp, C=C, D=(u * self.D).transpose(1, 2)[..., None])
 

@@ -19,8 +19,8 @@ from torch import nn
 
 from eigsweep.dsf import DSF
 from eigsweep.mixers.base import Mixer
-from eigsweep.mixers.lti import (GLUOutput, as_complex, complex_param, diagonal_scan, hippo_n_eig, log_uniform,
-                                 with_conjugates)
+from eigsweep.mixers.blocks import GLUOutput, as_complex, complex_param, hippo_n_eig, log_uniform, with_conjugates
+from eigsweep.mixers.scan import diagonal_scan
 
 
 class S5(Mixer):
@@ -49,22 +49,21 @@ class S5(Mixer):
         Lam = torch.complex(-torch.exp(self.log_neg_re), self.lam_im)
         log_lam = Lam * torch.exp(self.log_dt)
         Bbar = (torch.expm1(log_lam) / Lam)[:, None] * as_complex(self.B)
-        return log_lam, u.to(Bbar.dtype) @ Bbar.T
+        return dict(log_lam=log_lam, x=u.to(Bbar.dtype) @ Bbar.T)
 
     def forward(self, u):
-        log_lam, x = self.features(u)
-        h = diagonal_scan(x, log_lam)
+        f = self.features(u)
+        h = diagonal_scan(f["x"], f["log_lam"])
         return self.out(2 * (h @ as_complex(self.C).T).real + u * self.D)
 
-    def eigenvalues(self, u=None):
-        Lam = torch.complex(-torch.exp(self.log_neg_re), self.lam_im)
-        return with_conjugates(torch.exp(Lam * torch.exp(self.log_dt)))   # (P,)
+    def eigenvalues(self, u):
+        return with_conjugates(torch.exp(self.features(u)["log_lam"]))    # (P,)
 
     def dsf(self, u):
-        log_lam, x = self.features(u)
+        f = self.features(u)
         C = as_complex(self.C)
-        inp = with_conjugates(x[..., :, None] * C.T, dim=-2)[:, None]      # (B, 1, L, P, H)
-        return DSF(lam=with_conjugates(torch.exp(log_lam))[None, None, None], inp=inp,
+        inp = with_conjugates(f["x"][..., :, None] * C.T, dim=-2)[:, None]  # (B, 1, L, P, H)
+        return DSF(lam=with_conjugates(torch.exp(f["log_lam"]))[None, None, None], inp=inp,
                    C=torch.ones(1, 1, 1, inp.shape[-2], dtype=u.dtype, device=u.device),
                    D=(u * self.D)[:, None])
 

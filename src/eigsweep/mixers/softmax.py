@@ -1,7 +1,8 @@
 """Causal softmax attention.
 
 DSF view (infinite-dimensional state): h_i = λ_i h_{i-1} + φ(k_i) v_iᵀ / η_i with
-η_i = Σ_{j≤i} exp(q_iᵀk_j/√d) and λ_i = η_{i-1}/η_i. η_{i-1} uses q_{i-1}, so λ may exceed 1.
+η_i = Σ_{j≤i} exp(q_iᵀk_j/√d) and λ_i = η_{i-1}/η_i = exp(log η_{i-1} − log η_i), undefined at i = 0.
+η_{i-1} uses q_{i-1}, so λ may exceed 1 (and overflow to +inf in float64 when the log ratio passes ~709).
 """
 from __future__ import annotations
 
@@ -11,42 +12,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eigsweep.mixers.base import Mixer, QKVConv, causal_mask, log_ratio_eigenvalues, merge_heads, split_heads
+from eigsweep.mixers.base import QKVMixer
+from eigsweep.mixers.blocks import causal_mask, log_ratio_eigenvalues, merge_heads
 
 
-class SoftmaxAttention(Mixer):
+class SoftmaxAttention(QKVMixer):
+    lam0_undefined = True
+
     def __init__(self, cfg, layer_idx=0):
         super().__init__(cfg, layer_idx)
-        d, self.n_heads = cfg.d_model, cfg.n_heads
-        self.head_dim = d // cfg.n_heads
-        self.qkv = nn.Linear(d, 3 * d, bias=False)
-        self.conv = QKVConv(cfg.short_conv, d, d, d, cfg.conv_kernel)
-        self.out = nn.Linear(d, d, bias=False)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
     def features(self, u):
-        q, k, v = self.conv(*self.qkv(u).chunk(3, dim=-1))
-        return split_heads(q, self.n_heads), split_heads(k, self.n_heads), split_heads(v, self.n_heads)
+        """q, k, v (B, H, L, head_dim)."""
+        q, k, v, _ = self.qkv_heads(u)
+        return dict(q=q, k=k, v=v)
 
     def forward(self, u):
-        q, k, v = self.features(u)
-        return self.out(merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
+        f = self.features(u)
+        return self.out(merge_heads(F.scaled_dot_product_attention(f["q"], f["k"], f["v"], is_causal=True)))
 
     def log_eta(self, q, k):
-        """log η_i = logsumexp_{j≤i} q_iᵀk_j/√d, shape (B, H, L)."""
+        """log η_i = logsumexp_{j≤i} q_iᵀk_j/√d, shape (B, H, L); holds the (B, H, L, L) scores."""
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
         scores = scores.masked_fill(~causal_mask(q.shape[-2], q.device), float("-inf"))
         return torch.logsumexp(scores, dim=-1)
 
+    def working_elements(self, L):
+        return self.n_heads * L * L                                     # the scores behind log η
+
     def eigenvalues(self, u):
-        q, k, _ = self.features(u)
-        return log_ratio_eigenvalues(self.log_eta(q, k))
+        f = self.features(u)
+        return log_ratio_eigenvalues(self.log_eta(f["q"], f["k"]))      # (B, H, L)
 
     def recurrence(self, u):
         """Step h_i = λ_i h_{i-1} + φ(k_i)v_iᵀ/η_i with the kernel trick: h_i is kept as weights c_{ij}
         on the atoms φ(k_j)v_jᵀ, so y_i = φ(q_i)ᵀh_i = Σ_j c_ij exp(q_iᵀk_j/√d) v_j."""
-        q, k, v = self.features(u)
-        lam = self.eigenvalues(u)
-        inv_eta = torch.exp(-self.log_eta(q, k))
+        f = self.features(u)
+        q, k, v = f["q"], f["k"], f["v"]
+        log_eta = self.log_eta(q, k)
+        lam, inv_eta = log_ratio_eigenvalues(log_eta), torch.exp(-log_eta)
         B, H, L, _ = q.shape
         c = torch.zeros(B, H, L, dtype=q.dtype, device=q.device)
         ys = []

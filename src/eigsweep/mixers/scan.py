@@ -1,0 +1,177 @@
+"""The scan kernels of the mixers: every parallel or chunked form of h_i = Λ_i h_{i-1} + x_i lives here.
+
+- ``linear_scan``: element-wise h_i = a_i ⊙ h_{i-1} + b_i (Mamba-1, RG-LRU, qLSTM, GLA across chunks), a
+  log-depth parallel scan with a hand-written backward (memory: a few tensors of b's size);
+- ``diagonal_scan``/``causal_fft_conv``: the same for a constant diagonal λ, by FFT (S5, LRU, S4, S4D);
+- ``chunked_linear_attention``: Σ_{j≤i} (q_i·k_j) v_j (linear and norm attention);
+- ``chunked_decay_attention``: with a decay per token and key channel or head (GLA, RetNet);
+- ``ssd_chunked``: Mamba-2's state space duality form, scalar decay per head.
+The DeltaNet family's chunked delta rule stays in deltanet.py (its one user). None of these loops over tokens
+in Python, and none updates a tensor in place, so they compose with torch.func.vmap.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from eigsweep.mixers.blocks import causal_mask, pad_to_chunks
+
+
+# --- element-wise linear recurrence ------------------------------------------------------------------
+
+def _local_scan(a: torch.Tensor, b: torch.Tensor):
+    """Hillis–Steele inclusive scan over dim 1: prefix products of a and h_i = a_i h_{i-1} + b_i.
+    a, b (B, T, ...) -> (prefix products (B, T, ...), h (B, T, ...))."""
+    T, s = a.shape[1], 1
+    while s < T:
+        b = torch.cat([b[:, :s], b[:, s:] + a[:, s:] * b[:, :-s]], dim=1)
+        a = torch.cat([a[:, :s], a[:, s:] * a[:, :-s]], dim=1)
+        s *= 2
+    return a, b
+
+
+def _scan(a: torch.Tensor, b: torch.Tensor, T: int = 8) -> torch.Tensor:
+    """h_i = a_i h_{i-1} + b_i over dim 1 of a, b (B, L, ...) -> h (B, L, ...), hierarchically: a local scan
+    inside chunks of T tokens, the same scan (recursively) over the chunks' end states, then one pass adding
+    the carried state."""
+    L = a.shape[1]
+    if L <= T:
+        return _local_scan(a, b)[1]
+    a, b = pad_to_chunks(T, 1, a, b)
+    B, n, rest = a.shape[0], a.shape[1] // T, a.shape[2:]
+    A_loc, h_loc = _local_scan(a.reshape(B * n, T, *rest), b.reshape(B * n, T, *rest))
+    A_loc, h_loc = A_loc.view(B, n, T, *rest), h_loc.view(B, n, T, *rest)      # (B, n, T, ...)
+    ends = _scan(A_loc[:, :, -1], h_loc[:, :, -1], T)                         # (B, n, ...) chunk end states
+    entering = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], dim=1)
+    h = h_loc + A_loc * entering[:, :, None]
+    return h.reshape(B, n * T, *rest)[:, :L]
+
+
+class _LinearScan(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a, b):
+        return _scan(a, b).view_as(b)     # a view: for L = 1 the scan returns b itself
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], output)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, h = ctx.saved_tensors
+        # adjoint: G_i = g_i + a_{i+1} G_{i+1} (a reverse scan); dL/db = G, dL/da_i = G_i h_{i-1}
+        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
+        G = _scan(a_next.flip(1), g.flip(1)).flip(1)
+        h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
+        return G * h_prev, G
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """h_i = a_i ⊙ h_{i-1} + b_i along ``dim`` (time), h_{-1} = 0, for real a, b broadcastable to one shape
+    (..., L, ...); returns h of that shape."""
+    a, b = torch.broadcast_tensors(a, b)
+    return _LinearScan.apply(a.movedim(dim, 1), b.movedim(dim, 1)).movedim(1, dim)
+
+
+# --- constant diagonal recurrence (LTI) -----------------------------------------------------------------
+
+def causal_fft_conv(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """y_i = Σ_{j≤i} k_{i-j} x_j along the last dim (length L); x (..., L) and k (..., L) broadcast, real or
+    complex; returns y (..., L)."""
+    L = x.shape[-1]
+    n = 2 * L
+    if x.is_complex() or k.is_complex():
+        y = torch.fft.ifft(torch.fft.fft(x, n=n) * torch.fft.fft(k, n=n), n=n)
+    else:
+        y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(k, n=n), n=n)
+    return y[..., :L]
+
+
+def diagonal_scan(x: torch.Tensor, log_lam: torch.Tensor) -> torch.Tensor:
+    """h_i = λ ⊙ h_{i-1} + x_i with constant diagonal λ = exp(log_lam) (N,), x (B, L, N) -> h (B, L, N):
+    a causal convolution of x with the kernel λ^l, by FFT in O(L log L)."""
+    L = x.shape[1]
+    powers = torch.exp(torch.arange(L, device=x.device, dtype=log_lam.real.dtype)[None, :] * log_lam[:, None])
+    return causal_fft_conv(x.transpose(1, 2), powers).transpose(1, 2)
+
+
+# --- chunked attention forms ------------------------------------------------------------------------------
+
+def chunked_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int) -> torch.Tensor:
+    """y_i = Σ_{j≤i} (q_i·k_j) v_j in chunks: quadratic inside a chunk, a running k vᵀ sum across chunks.
+    q, k (B, H, L, N), v (B, H, L, P) -> y (B, H, L, P)."""
+    B, H, L, _ = q.shape
+    T = min(chunk, L)
+    q, k, v = pad_to_chunks(T, 2, q, k, v)
+    n = q.shape[2] // T
+    q, k, v = (t.reshape(B, H, n, T, t.shape[-1]) for t in (q, k, v))       # (B, H, n, T, ·)
+    kv = k.transpose(-1, -2) @ v                                            # (B, H, n, N, P)
+    kv_before = kv.cumsum(dim=2) - kv
+    y = q @ kv_before + (q @ k.transpose(-1, -2)).tril() @ v
+    return y.reshape(B, H, n * T, -1)[:, :, :L]
+
+
+def chunked_decay_attention(q, k, v, log_a, chunk):
+    """y_i = S_iᵀ q_i for S_i = diag(exp(log_a_i)) S_{i-1} + k_i v_iᵀ, S_{-1} = 0.
+
+    q, k (B, H, L, N), v (B, H, L, P), log_a ≤ 0 of shape (B, H, L, N) (per key channel) or (B, H, L, 1)
+    (scalar per head). Returns y (B, H, L, P).
+    """
+    B, H, L, N = q.shape
+    T = min(chunk, L)
+    q, k, v, log_a = pad_to_chunks(T, 2, q, k, v, log_a)
+    n = q.shape[2] // T
+    q, k, v, log_a = (t.reshape(B, H, n, T, t.shape[-1]) for t in (q, k, v, log_a))
+    g = log_a.cumsum(dim=3)                                            # (B, H, n, T, Nd), inclusive
+    # inside a chunk: y_i = Σ_{j≤i} Σ_n q_in k_jn exp(g_in − g_jn) v_j
+    diff = g[..., :, None, :] - g[..., None, :, :]                     # (B, H, n, T, T, Nd)
+    decay = torch.exp(diff.masked_fill(~causal_mask(T, q.device)[..., None], float("-inf")))
+    if log_a.shape[-1] == 1:
+        scores = (q @ k.transpose(-1, -2)) * decay[..., 0]
+    else:
+        scores = torch.einsum("bhcin,bhcjn,bhcijn->bhcij", q, k, decay)
+    y = scores @ v                                                      # (B, H, n, T, P)
+    # each chunk's own contribution to the state at its end
+    g_end = g[..., -1:, :]                                              # (B, H, n, 1, Nd)
+    states = (k * torch.exp(g_end - g)).transpose(-1, -2) @ v          # (B, H, n, N, P)
+    # state entering chunk c: S_c = exp(G_{c-1}) ⊙ S_{c-1} + states_{c-1}, a parallel scan over chunks
+    chunk_decay = torch.exp(g_end).transpose(-1, -2)                   # (B, H, n, Nd, 1)
+    ends = linear_scan(chunk_decay, states, dim=2)                      # (B, H, n, N, P) state at chunk ends
+    entering = F.pad(ends[:, :, :-1], (0, 0, 0, 0, 1, 0))
+    y = y + (q * torch.exp(g)) @ entering
+    return y.reshape(B, H, n * T, -1)[:, :, :L]
+
+
+def segsum(a: torch.Tensor) -> torch.Tensor:
+    """a (..., T) -> S (..., T, T): S[..., i, j] = a_{j+1} + … + a_i for j ≤ i, −inf above the diagonal
+    (masked before any exp)."""
+    cum = a.cumsum(dim=-1)
+    diff = cum[..., :, None] - cum[..., None, :]
+    return diff.masked_fill(~causal_mask(a.shape[-1], a.device), float("-inf"))
+
+
+def ssd_chunked(X, log_lam, Bm, Cm, chunk):
+    """Chunked scan of h_i = exp(log_lam_i) h_{i-1} + B_i X_iᵀ, y_i = C_iᵀ h_i (Mamba-2's SSD).
+
+    X (b, L, H, P), log_lam (b, L, H), Bm and Cm (b, L, N). Returns y (b, L, H, P).
+    """
+    b, L, H, P = X.shape
+    T = min(chunk, L)
+    X, log_lam, Bm, Cm = pad_to_chunks(T, 1, X, log_lam, Bm, Cm)
+    n = X.shape[1] // T
+    X = X.reshape(b, n, T, H, P).permute(0, 3, 1, 2, 4)               # (b, H, n, T, P)
+    Bm, Cm = Bm.reshape(b, 1, n, T, -1), Cm.reshape(b, 1, n, T, -1)   # (b, 1, n, T, N)
+    a = log_lam.reshape(b, n, T, H).permute(0, 3, 1, 2)               # (b, H, n, T)
+    a_cum = a.cumsum(dim=-1)
+    # inside each chunk: y_i = Σ_{j≤i} (C_i·B_j) exp(a_{j+1}+…+a_i) X_j
+    y = ((Cm @ Bm.transpose(-1, -2)) * torch.exp(segsum(a))) @ X       # (b, H, n, T, P)
+    # state at the end of each chunk from that chunk's inputs alone: Σ_j exp(a_{j+1..T}) B_j X_jᵀ
+    to_end = torch.exp(a_cum[..., -1:] - a_cum)                        # (b, H, n, T)
+    states = (Bm * to_end[..., None]).transpose(-1, -2) @ X             # (b, H, n, N, P)
+    # carry states across chunks: state entering chunk c = Σ_{c'<c} decay(c'→c) states_{c'}
+    carry = torch.exp(segsum(F.pad(a_cum[..., -1], (1, 0))))[..., :-1, 1:]   # (b, H, n, n)
+    entering = torch.einsum("bhzc,bhcnp->bhznp", carry, states)        # (b, H, n, N, P)
+    y = y + (Cm * torch.exp(a_cum)[..., None]) @ entering                # (b, H, n, T, P)
+    return y.permute(0, 2, 3, 1, 4).reshape(b, n * T, H, P)[:, :L]
