@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from eigsweep import registry
+
 # The paper's magnitude bins: [0,0.1], (0.1,0.5], (0.5,0.9], (0.9,1], (1,10], (10,100], >100
 MAG_EDGES = (0.1, 0.5, 0.9, 1.0, 10.0, 100.0)
 MAG_LABELS = ("[0,0.1]", "(0.1,0.5]", "(0.5,0.9]", "(0.9,1]", "(1,10]", "(10,100]", ">100")
@@ -71,7 +73,7 @@ def _per_sample_head(lam: torch.Tensor, dims: tuple[str, ...]) -> torch.Tensor:
 
 
 def _bin_counts(values: torch.Tensor, valid: torch.Tensor, edges, n_bins: int) -> torch.Tensor:
-    """Counts per (sample, head, bin); bins are right-closed like the paper's."""
+    """Counts per (sample, head, bin); bins are right-closed like the paper's, and +inf falls in the last."""
     idx = torch.bucketize(values.contiguous(), torch.as_tensor(edges, dtype=values.dtype, device=values.device), right=False)
     idx = torch.where(valid, idx, torch.full_like(idx, n_bins))  # invalid values go to a dropped extra bin
     counts = torch.zeros(*values.shape[:2], n_bins + 1, dtype=torch.float64, device=values.device)
@@ -79,32 +81,55 @@ def _bin_counts(values: torch.Tensor, valid: torch.Tensor, edges, n_bins: int) -
     return counts[..., :n_bins]
 
 
+def _undefined(lam: torch.Tensor, dims: tuple[str, ...], lam0_undefined: bool) -> torch.Tensor:
+    """NaN eigenvalues that are genuinely undefined, i.e. all but the structural NaN at time 0 of mixers whose
+    λ_0 multiplies h_{-1} = 0 (the attention mixers)."""
+    nan = torch.isnan(lam.abs())
+    if lam0_undefined and "time" in dims:
+        nan = nan.clone()
+        nan.select(dims.index("time"), 0).fill_(False)
+    return nan
+
+
 class SpectrumAccumulator:
-    """Accumulates per-(sample, head) bin counts and a fine histogram, chunk by chunk (online)."""
+    """Accumulates per-(sample, head) bin counts and a fine histogram, chunk by chunk (online).
+
+    Magnitudes are binned as they are: +inf (a log ratio that overflowed float64, e.g. softmax attention with
+    huge weights) counts in '>100' and in the last fine bin; NaN eigenvalues are not binned and are counted in
+    ``n_nonfinite`` (the structural NaN at time 0 of the attention mixers excepted).
+    """
 
     def __init__(self):
         self.mag, self.phase, self.fine, self.n = {}, {}, {}, {}
+        self.negative, self.nonfinite, self.complex = {}, {}, {}
         self.lti = {}   # layer -> the eigenvalues of an input-independent (LTI) spectrum, flattened
 
-    def update(self, layer: int, lam: torch.Tensor, dims: tuple[str, ...]):
+    def update(self, layer: int, lam: torch.Tensor, dims: tuple[str, ...], lam0_undefined: bool = False):
         if "sample" not in dims and "time" not in dims:
             flat = lam.detach().reshape(-1).cpu()
             stride = -(-len(flat) // MAX_LTI_EIGENVALUES)
             self.lti[layer] = flat[::stride].to(torch.complex128).numpy()
+        nonfinite = _per_sample_head(_undefined(lam, dims, lam0_undefined), dims).sum((0, 2)).double()
         lam = _per_sample_head(lam, dims)
         mag = lam.abs().double()
-        valid = torch.isfinite(mag)
+        valid = ~torch.isnan(mag)
         phase = torch.rad2deg(torch.angle(lam)).abs().double() if lam.is_complex() else \
             torch.where(lam < 0, 180.0, 0.0).double()
         mag_counts = _bin_counts(mag, valid, MAG_EDGES, len(MAG_LABELS))
         phase_counts = _bin_counts(phase, valid, PHASE_EDGES, len(PHASE_LABELS))
         fine = _bin_counts(mag, valid, FINE_EDGES[:-1], len(FINE_EDGES)).sum(0)
+        negative = torch.zeros(lam.shape[1], dtype=torch.float64) if lam.is_complex() else \
+            ((lam < 0) & valid).sum((0, 2)).double().cpu()
         for store, new in ((self.mag, mag_counts), (self.phase, phase_counts)):
             store.setdefault(layer, []).append(new.cpu())
-        self.fine[layer] = self.fine.get(layer, 0) + fine.cpu()
+        for store, new in ((self.fine, fine), (self.negative, negative), (self.nonfinite, nonfinite)):
+            store[layer] = store.get(layer, 0) + new.cpu()
+        self.complex[layer] = lam.is_complex()
 
     def dataset(self) -> xr.Dataset:
-        """bin_fraction (+_std), phase_fraction (+_std) over samples, fine_count, n_eigenvalues."""
+        """bin_fraction (+_std), phase_fraction (+_std) over samples, fine_count, n_eigenvalues (the binned,
+        i.e. not NaN, eigenvalues), negative_fraction (share of the binned real eigenvalues that are < 0; NaN
+        for complex spectra) and n_nonfinite (NaN eigenvalues, not binned), all per (layer, head)."""
         layers = sorted(self.mag)
         out = {}
         for name, store, labels, dim in (("bin_fraction", self.mag, MAG_LABELS, "bin"),
@@ -115,8 +140,12 @@ class SpectrumAccumulator:
             out[name] = (("layer", "head", dim), frac.mean(1))
             out[name + "_std"] = (("layer", "head", dim), frac.std(1))
             if name == "bin_fraction":
-                out["n_eigenvalues"] = (("layer", "head"), total[..., 0].sum(1))
+                n = total[..., 0].sum(1)                                              # (layer, head)
+                out["n_eigenvalues"] = (("layer", "head"), n)
                 out["n_samples"] = ((), counts.shape[1])
+        neg = np.stack([np.full(n.shape[1], np.nan) if self.complex[l] else self.negative[l].numpy() for l in layers])
+        out["negative_fraction"] = (("layer", "head"), np.divide(neg, n, out=np.full_like(n, np.nan), where=n > 0))
+        out["n_nonfinite"] = (("layer", "head"), np.stack([self.nonfinite[l].numpy() for l in layers]))
         out["fine_count"] = (("layer", "head", "fine_bin"), np.stack([self.fine[l].numpy() for l in layers]))
         lower = np.concatenate([[0.0], FINE_EDGES[:-1]])
         ds = xr.Dataset(out, coords=dict(
@@ -137,25 +166,54 @@ class SpectrumAccumulator:
                           coords=dict(layer=layers))
 
 
+# The informative view's variables: the full view's, prefixed "informative_"
+INFORMATIVE_VARS = ("bin_fraction", "bin_fraction_std", "phase_fraction", "phase_fraction_std", "fine_count",
+                    "negative_fraction")
+
+
+def informative_eigenvalues(lam: torch.Tensor, dims: tuple[str, ...], arch: str | None):
+    """(eigenvalues, dims) of the informative ones for a model with structural eigenvalues (the DeltaNet
+    family: α(1 − β‖k‖²) only, not the d_k − 1 copies of α), as ``registry.INFORMATIVE`` declares; None for
+    models whose eigenvalues are all informative."""
+    structural = registry.mixer_info(arch).structural if arch in registry.MIXERS else None
+    if structural is None:
+        return None
+    for dim, index in registry.INFORMATIVE[structural].items():
+        i = dims.index(dim)
+        lam, dims = lam.select(i, index), dims[:i] + dims[i + 1:]
+    return lam, dims
+
+
 @torch.no_grad()
 def measure(model, x: torch.Tensor, max_elements: int = 2**23) -> xr.Dataset:
     """The spectrum statistics of a model on a fixed evaluation batch x.
 
-    Eigenvalues are computed a few samples at a time and folded into running counts, so models with a huge
-    number of eigenvalues per token (Mamba-1: channels × states) never hold more than about
-    ``max_elements`` of them at once.
+    Eigenvalues are computed a few samples at a time and folded into running counts, so that no chunk holds
+    more than about ``max_elements`` numbers per layer: neither eigenvalues (Mamba-1: channels × states per
+    token) nor the mixer's intermediates while computing them (softmax attention: its L² scores per head,
+    ``Mixer.working_elements``). For models with structural eigenvalues (registry ``structural``) the
+    informative ones are binned again on their own: the ``informative_*`` variables.
     """
-    acc, model64 = SpectrumAccumulator(), float64_copy(model)
+    acc, informative, model64 = SpectrumAccumulator(), SpectrumAccumulator(), float64_copy(model)
+    arch = getattr(model, "arch", None)
+    mixers = [block.mixer for block in model64.blocks]
     s, chunk = 0, 1   # the first sample tells how many eigenvalues one sample has
     while s < len(x):
         per_layer = layer_eigenvalues(model64, x[s : s + chunk])
         for layer, (lam, dims) in enumerate(per_layer):
             if "sample" not in dims and s > 0:
                 continue  # input-independent spectrum: one "sample" is all there is
-            acc.update(layer, lam, dims)
+            acc.update(layer, lam, dims, mixers[layer].lam0_undefined)
+            view = informative_eigenvalues(lam, dims, arch)
+            if view is not None:
+                informative.update(layer, *view, mixers[layer].lam0_undefined)
         if s == 0:
-            per_sample = max(lam.numel() for lam, _ in per_layer)
+            per_sample = max([lam.numel() for lam, _ in per_layer] + [m.working_elements(x.shape[1]) for m in mixers])
             s, chunk = chunk, max(1, max_elements // per_sample)
         else:
             s += chunk
-    return acc.dataset()
+    ds = acc.dataset()
+    if informative.mag:
+        view = informative.dataset()[list(INFORMATIVE_VARS)]
+        ds = ds.assign({"informative_" + v: view[v] for v in INFORMATIVE_VARS})
+    return ds
