@@ -15,7 +15,7 @@ from eigsweep.spectrum import layer_eigenvalues, float64_copy
 
 SMALL = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_state=4, expand=2, head_dim=8)
 VARIANTS = [(arch, "none") for arch in registry.MIXERS] + [
-    (arch, "qkv") for arch in ("softmax", "linear", "norm", "gla", "retnet", "deltanet")] + [
+    (arch, "qkv") for arch in ("softmax", "linear", "linear_unnorm", "norm", "gla", "retnet", "deltanet")] + [
     (arch, "qk") for arch in ("softmax", "gated_deltanet")]
 
 

@@ -1,5 +1,6 @@
-"""Documented spectra of gla, retnet, rglru, qlstm, deltanet, gated_deltanet, and their chunked forms
-across several chunks (the generic proofs in test_dsf_proofs use one chunk for the longer-chunk models)."""
+"""λ recomputed independently from each mixer's parameters by its documented formula (GLA, RetNet, RG-LRU,
+qLSTM, the DeltaNet family, unnormalised linear attention), the chunked forms checked across several chunks
+(the generic proofs in test_dsf_proofs use one chunk for the longer-chunk models), and every mixer trains."""
 import dataclasses
 
 import pytest
@@ -10,10 +11,8 @@ from eigsweep import registry
 from eigsweep.config import ModelConfig
 from eigsweep.model import build_model
 from eigsweep.mixers.blocks import split_heads
-from eigsweep.mixers.scan import linear_scan
 
 SMALL = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_state=4, expand=2, head_dim=8)
-MINE = ("gla", "retnet", "rglru", "qlstm", "deltanet", "gated_deltanet")
 
 
 def make(arch, seed=0, **changes):
@@ -46,18 +45,6 @@ def test_short_conv_changes_attention_like_mixers():
     u = rand_u()
     for arch in ("gla", "retnet", "deltanet", "gated_deltanet"):
         assert not torch.allclose(make(arch)(u), make(arch, short_conv="qkv")(u)), arch
-
-
-def test_linear_scan_matches_loop():
-    g = torch.Generator().manual_seed(0)
-    for L in (1, 2, 7, 16, 33):
-        a = torch.rand(3, L, 5, dtype=torch.float64, generator=g) * 2 - 1
-        b = torch.randn(3, L, 5, dtype=torch.float64, generator=g)
-        h, ref = torch.zeros(3, 5, dtype=torch.float64), []
-        for t in range(L):
-            h = a[:, t] * h + b[:, t]
-            ref.append(h)
-        torch.testing.assert_close(linear_scan(a, b), torch.stack(ref, 1), rtol=1e-12, atol=1e-12)
 
 
 # --- RetNet: γ_h = 1 − 2^{−5−h} exactly, input-independent ----------------------------------------
@@ -185,9 +172,28 @@ def test_deltanet_closed_form_without_unit_keys():
     torch.testing.assert_close(_sorted(closed), _sorted(torch.linalg.eigvals(Lam)), rtol=1e-10, atol=1e-12)
 
 
+# --- unnormalised linear attention: λ ≡ 1, the negative control -------------------------------------
+
+@pytest.mark.parametrize("short_conv", ["none", "qkv"])
+def test_unnormalised_linear_attention_has_unit_eigenvalues(short_conv):
+    mixer = make("linear_unnorm", short_conv=short_conv)
+    u = rand_u(scale=3.0)
+    lam = mixer.eigenvalues(u)
+    assert mixer.eig_dims == ("head",) and torch.equal(lam, torch.ones(SMALL.n_heads, dtype=torch.float64))
+    assert torch.equal(mixer.dsf(u).lam, torch.ones(2, SMALL.n_heads, 23, 1, dtype=torch.float64))  # Λ_i = I, all i
+    # its output is the unnormalised causal sum φ(q_i)ᵀ Σ_{j≤i} φ(k_j) v_jᵀ, by hand
+    q, k, v = mixer.conv(*mixer.qkv(u).chunk(3, dim=-1))
+    fq, fk, v = (split_heads(t, SMALL.n_heads) for t in (F.elu(q) + 1, F.elu(k) + 1, v))
+    y = (fq @ fk.transpose(-1, -2)).tril() @ v                # (B, H, L, P)
+    expected = mixer.out(y.transpose(1, 2).flatten(2))
+    assert rel_err(mixer(u), expected) <= 1e-12
+    normalised = make("linear", short_conv=short_conv)       # same seed, same weights
+    assert not torch.allclose(normalised(u), mixer(u))
+
+
 # --- each trains: a few Adam steps lower the loss --------------------------------------------------
 
-@pytest.mark.parametrize("arch", MINE)
+@pytest.mark.parametrize("arch", list(registry.MIXERS))
 def test_trains(arch):
     torch.manual_seed(0)
     model = build_model(arch, vocab_size=16, d_model=16, n_heads=2, n_layers=1)
