@@ -1,12 +1,14 @@
-"""The interface every mixer implements (``Mixer``), and the attention-like mixers' common input (``QKVMixer``)."""
+"""The interface every mixer implements (``Mixer``), and two shared mixer skeletons: the attention-like mixers'
+input (``QKVMixer``) and the Hawk recurrent block (``HawkMixer``)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from eigsweep.config import ModelConfig
 from eigsweep.dsf import DSF, unroll
-from eigsweep.mixers.blocks import QKVConv, RMSNorm, split_heads  # noqa: F401  (model.py imports RMSNorm here)
+from eigsweep.mixers.blocks import QKVConv, RMSNorm, ShortConv, split_heads  # noqa: F401  (model.py imports RMSNorm here)
 
 
 class Mixer(nn.Module):
@@ -75,3 +77,31 @@ class QKVMixer(Mixer):
         q, k, v, extra = torch.split(self.qkv(u), [d, d, d, self.extra], dim=-1)
         q, k, v = (split_heads(t, self.n_heads) for t in self.conv(q, k, v))
         return q, k, v, extra
+
+
+class HawkMixer(Mixer):
+    """The Hawk recurrent block around a channel-wise recurrence (rglru, qlstm): u → W_in → (gate, x),
+    x → Conv1D (depthwise causal, kernel cfg.conv_kernel, no activation), and the recurrence's output y read
+    out as W_out(GeLU(gate) ⊙ y). Width cfg.expand · d_model, in cfg.n_heads channel groups (the "heads" of
+    its eigenvalues). Subclasses create their gates, then ``self.out = nn.Linear(self.width, d_model)``."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
+        super().__init__(cfg, layer_idx)
+        d, self.n_heads = cfg.d_model, cfg.n_heads
+        self.width = cfg.expand * d
+        if self.width % self.n_heads:
+            name = type(self).__name__.lower()
+            raise ValueError(f"{name}: expand*d_model={self.width} is not a multiple of n_heads={self.n_heads}")
+        self.in_proj = nn.Linear(d, 2 * self.width, bias=False)
+        self.conv = ShortConv(self.width, cfg.conv_kernel, activation=False)    # Hawk's Conv1D
+
+    def branches(self, u: torch.Tensor):
+        """The gate branch's input and the convolved recurrent branch, both (B, L, width)."""
+        gate, x = self.in_proj(u).chunk(2, dim=-1)
+        return gate, self.conv(x)
+
+    def _out(self, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        return self.out(F.gelu(gate) * y)
+
+    def readout(self, y, u):
+        return self._out(y.transpose(1, 2).flatten(2), self.features(u)["gate"])

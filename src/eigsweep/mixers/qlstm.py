@@ -18,32 +18,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eigsweep.mixers.base import Mixer
-from eigsweep.mixers.blocks import ShortConv, channelwise_dsf, split_heads
+from eigsweep.mixers.base import HawkMixer
+from eigsweep.mixers.blocks import channelwise_dsf, split_heads
 from eigsweep.mixers.scan import linear_scan
 
 
-class QLSTM(Mixer):
+class QLSTM(HawkMixer):
     eig_dims = ("sample", "head", "time", "state")
 
     def __init__(self, cfg, layer_idx=0):
         super().__init__(cfg, layer_idx)
-        d, self.n_heads = cfg.d_model, cfg.n_heads
-        self.width = cfg.expand * d
-        if self.width % self.n_heads:
-            raise ValueError(f"qlstm: expand*d_model={self.width} is not a multiple of n_heads={self.n_heads}")
         self.reversed = bool(cfg.options.get("reversed", True))
-        self.in_proj = nn.Linear(d, 2 * self.width, bias=False)
-        self.conv = ShortConv(self.width, cfg.conv_kernel, activation=False)    # Hawk's Conv1D
         self.gates = nn.Linear(self.width, 3 * self.width, bias=True)
         self.alpha = nn.Parameter(torch.tensor(1.0))
-        self.out = nn.Linear(self.width, d, bias=False)
+        self.out = nn.Linear(self.width, cfg.d_model, bias=False)
 
     def features(self, u):
         """The GeLU branch's input ``gate``, and per channel λ, the state input σ(ι) ⊙ ũ and the output gate
         σ(o), all (B, L, width)."""
-        gate, x = self.in_proj(u).chunk(2, dim=-1)
-        x = self.conv(x)
+        gate, x = self.branches(u)
         f, i, o = self.gates(x).chunk(3, dim=-1)
         if self.reversed:
             lam = torch.exp(F.relu(self.alpha) * F.logsigmoid(-f))      # σ(−f)^{ReLU(α)}
@@ -55,15 +48,9 @@ class QLSTM(Mixer):
         f = self.features(u)
         return self._out(f["out_gate"] * linear_scan(f["lam"], f["inp"]), f["gate"])
 
-    def _out(self, y, gate):
-        return self.out(F.gelu(gate) * y)
-
     def eigenvalues(self, u):
         return split_heads(self.features(u)["lam"], self.n_heads)         # (B, H, L, N)
 
     def dsf(self, u):
         f = self.features(u)
         return channelwise_dsf(f["lam"], f["inp"], f["out_gate"], self.n_heads)
-
-    def readout(self, y, u):
-        return self._out(y.transpose(1, 2).flatten(2), self.features(u)["gate"])

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eigsweep.mixers.base import Mixer
-from eigsweep.mixers.blocks import ShortConv, channelwise_dsf, inv_softplus, split_heads
+from eigsweep.mixers.base import HawkMixer
+from eigsweep.mixers.blocks import channelwise_dsf, inv_softplus, split_heads
 from eigsweep.mixers.scan import linear_scan
 
 C_CONST = 8.0
@@ -42,29 +42,22 @@ class BlockDiagonalLinear(nn.Module):
         return torch.einsum("blhi,hij->blhj", x.unflatten(-1, (H, N)), self.weight) + self.bias
 
 
-class RGLRU(Mixer):
+class RGLRU(HawkMixer):
     eig_dims = ("sample", "head", "time", "state")
 
     def __init__(self, cfg, layer_idx=0):
         super().__init__(cfg, layer_idx)
-        d, self.n_heads = cfg.d_model, cfg.n_heads
-        self.width = cfg.expand * d
-        if self.width % self.n_heads:
-            raise ValueError(f"rglru: expand*d_model={self.width} is not a multiple of n_heads={self.n_heads}")
-        self.in_proj = nn.Linear(d, 2 * self.width, bias=False)
-        self.conv = ShortConv(self.width, cfg.conv_kernel, activation=False)    # Hawk's Conv1D
         self.rec_gate = BlockDiagonalLinear(self.n_heads, self.width // self.n_heads)
         self.in_gate = BlockDiagonalLinear(self.n_heads, self.width // self.n_heads)
         a_c = torch.empty(self.width).uniform_(*INIT_RANGE)
         sp = -torch.log(a_c) / C_CONST                                    # softplus(Λ) = −log(a^c)/c
         self.Lambda = nn.Parameter(inv_softplus(sp))
-        self.out = nn.Linear(self.width, d, bias=False)
+        self.out = nn.Linear(self.width, cfg.d_model, bias=False)
 
     def features(self, u):
         """The GeLU branch's input ``gate``, the conv output x, the input gate g, and per channel the
         eigenvalue a and the state input √(1 − a²) ⊙ g ⊙ x, all (B, L, width)."""
-        gate, x = self.in_proj(u).chunk(2, dim=-1)
-        x = self.conv(x)
+        gate, x = self.branches(u)
         r = torch.sigmoid(self.rec_gate(x)).flatten(-2)
         g = torch.sigmoid(self.in_gate(x)).flatten(-2)
         log_a = -C_CONST * r * F.softplus(self.Lambda)
@@ -75,15 +68,9 @@ class RGLRU(Mixer):
         f = self.features(u)
         return self._out(linear_scan(f["a"], f["inp"]), f["gate"])
 
-    def _out(self, h, gate):
-        return self.out(F.gelu(gate) * h)
-
     def eigenvalues(self, u):
         return split_heads(self.features(u)["a"], self.n_heads)           # (B, H, L, N)
 
     def dsf(self, u):
         f = self.features(u)
         return channelwise_dsf(f["a"], f["inp"], torch.ones_like(f["a"]), self.n_heads)
-
-    def readout(self, y, u):
-        return self._out(y.transpose(1, 2).flatten(2), self.features(u)["gate"])
