@@ -20,20 +20,19 @@ from eigsweep.mixers.blocks import causal_mask, pad_to_chunks
 # --- element-wise linear recurrence ------------------------------------------------------------------
 
 def _local_scan(a: torch.Tensor, b: torch.Tensor):
-    """Hillis–Steele inclusive scan over dim 1: prefix products of a and h_i = a_i h_{i-1} + b_i.
-    a, b (B, T, ...) -> (prefix products (B, T, ...), h (B, T, ...))."""
-    T, s = a.shape[1], 1
-    while s < T:
-        b = torch.cat([b[:, :s], b[:, s:] + a[:, s:] * b[:, :-s]], dim=1)
-        a = torch.cat([a[:, :s], a[:, s:] * a[:, :-s]], dim=1)
-        s *= 2
-    return a, b
+    """Inclusive scan over the T (≤ 8) tokens of dim 1, one step per token: prefix products of a and
+    h_i = a_i h_{i-1} + b_i. a, b (B, T, ...) -> (prefix products (B, T, ...), h (B, T, ...))."""
+    A, h = [a[:, 0]], [b[:, 0]]
+    for t in range(1, a.shape[1]):
+        A.append(A[-1] * a[:, t])
+        h.append(a[:, t] * h[-1] + b[:, t])
+    return torch.stack(A, dim=1), torch.stack(h, dim=1)
 
 
 def _scan(a: torch.Tensor, b: torch.Tensor, T: int = 8) -> torch.Tensor:
     """h_i = a_i h_{i-1} + b_i over dim 1 of a, b (B, L, ...) -> h (B, L, ...), hierarchically: a local scan
     inside chunks of T tokens, the same scan (recursively) over the chunks' end states, then one pass adding
-    the carried state."""
+    the carried state: O(L) work, log_T(L) levels, no Python loop over the sequence."""
     L = a.shape[1]
     if L <= T:
         return _local_scan(a, b)[1]
@@ -52,7 +51,7 @@ class _LinearScan(torch.autograd.Function):
 
     @staticmethod
     def forward(a, b):
-        return _scan(a, b).view_as(b)     # a view: for L = 1 the scan returns b itself
+        return _scan(a, b)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
