@@ -26,6 +26,22 @@ def test_lti_and_complex_match_the_class(arch):
         assert "state" in cls.eig_dims
 
 
+@pytest.mark.parametrize("arch", [a for a in registry.MIXERS if registry.MIXERS[a].structural])
+def test_informative_index_is_the_informative_eigenvalue(arch):
+    """registry.INFORMATIVE names, for the DeltaNet family, the eigenvalue α(1 − β‖k‖²) (recomputed here from the
+    mixer's features); every other eigenvalue of the token is the structural α."""
+    mixer = _mixer(arch, dataclasses.replace(CFG, options={"beta_range": 2.0}))
+    u = torch.randn(2, 12, CFG.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lam, dims = mixer.eigenvalues(u), mixer.eig_dims
+    (dim, index), = registry.INFORMATIVE[registry.MIXERS[arch].structural].items()
+    informative = lam.select(dims.index(dim), index)
+    f = mixer.features(u)
+    alpha = torch.exp(f["log_alpha"])
+    torch.testing.assert_close(informative, alpha * (1 - f["beta"] * f["k"].pow(2).sum(-1)))
+    rest = torch.cat([lam.narrow(dims.index(dim), 0, index), lam.narrow(dims.index(dim), index + 1, lam.shape[-1] - index - 1)], -1)
+    torch.testing.assert_close(rest, alpha[..., None].expand_as(rest))
+
+
 @pytest.mark.parametrize("arch", list(registry.MIXERS))
 def test_model_keys_outside_the_declared_set_change_nothing(arch):
     """A setting the registry says the mixer ignores leaves its output unchanged (same seed, same input)."""

@@ -1,6 +1,5 @@
 """S4 is stable by construction: A = skew-symmetric − (positive definite), so for any parameter values every
 eigenvalue of the bilinear Ā lies strictly inside the unit circle, also after training."""
-import dataclasses
 
 import pytest
 import torch
