@@ -10,7 +10,8 @@ A_{d,n} = −exp(A_log) initialised −n (S4D-real, n = 1…N); b_Δ = softplus�
 Reversed sigmoid: with s the pre-activation of Δ and a = −A, λ = exp(−a·softplus(s)) = σ(−s)^a.
 eig_dims = (sample, head, time, state) with head = inner channel d (D = expand·d_model heads, N states each).
 Forward: a parallel hierarchical scan over time (Hillis–Steele in chunks of 8, recursively over chunks) with a hand-written backward (a reverse scan), so memory
-stays at a few (B, L, D, N) tensors; no Python loop over tokens.
+stays at a few (B, L, D, N) tensors; no Python loop over tokens. On CUDA the forward uses the fused Triton scan of
+selective_scan_triton.py instead, which never builds a (B, L, D, N) tensor.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eigsweep.dsf import DSF
+from eigsweep.mixers import selective_scan_triton
 from eigsweep.mixers.base import Mixer, ShortConv
 
 
@@ -46,17 +48,21 @@ class Mamba(Mixer):
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d, bias=False)
 
-    def features(self, u):
-        """x, z, Δ (B, L, D), the Δ pre-activation s, B and C (B, L, N), and log λ = Δ·A (B, L, D, N)."""
+    def features(self, u, lam=True):
+        """x, z, Δ (B, L, D), the Δ pre-activation s, B and C (B, L, N), and log λ = Δ·A (B, L, D, N) if lam."""
         x, z = self.in_proj(u).chunk(2, dim=-1)
         x = self.conv(x)
         r, Bm, Cm = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         s = self.dt_proj(r)
         dt = F.softplus(s)
-        log_lam = dt[..., None] * -torch.exp(self.A_log)
+        log_lam = dt[..., None] * -torch.exp(self.A_log) if lam else None
         return dict(x=x, z=z, s=s, dt=dt, B=Bm, C=Cm, log_lam=log_lam)
 
     def forward(self, u):
+        if selective_scan_triton.fused_available(u):   # CUDA: fused Triton scan, no (B, L, D, N) tensor
+            f = self.features(u, lam=False)
+            y = selective_scan_triton.selective_scan(f["x"], f["dt"], -torch.exp(self.A_log), f["B"], f["C"], self.D)
+            return self._out(y, f["z"])
         f = self.features(u)
         inp = (f["dt"] * f["x"])[..., None] * f["B"][:, :, None, :]       # (B, L, D, N)
         h = selective_scan(torch.exp(f["log_lam"]), inp)
