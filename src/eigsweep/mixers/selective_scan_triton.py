@@ -27,6 +27,7 @@ import torch
 
 CHUNK = 16          # tokens between checkpoints (memory: B·L·D·N / CHUNK floats saved for backward)
 BLOCK_D = 16        # channels per program; the state tile is BLOCK_D × next_pow2(N) floats in registers
+NUM_WARPS = None    # warps per program; None: one per 512 floats of the state tile, 1 to 8
 
 
 @functools.cache
@@ -64,11 +65,10 @@ def selective_scan_ref(x, dt, A, B, C, D=None):
     return y if D is None else y + x * D
 
 
-def _launch_shape(N: int, block_d: int):
-    import triton
-    bn = triton.next_power_of_2(N)
-    bd = min(block_d, max(1, 2048 // bn))
-    return bd, bn, max(1, min(8, bd * bn // 512))
+def _launch_shape(N: int):
+    """(BLOCK_D, BLOCK_N, num_warps) for state size N."""
+    bn = 1 << (N - 1).bit_length()
+    return BLOCK_D, bn, NUM_WARPS or max(1, min(8, BLOCK_D * bn // 512))
 
 
 class _FusedScan(torch.autograd.Function):
@@ -78,13 +78,14 @@ class _FusedScan(torch.autograd.Function):
         Bt, L, Dm = x.shape
         N = A.shape[1]
         xs, dts, As, Bs, Cs = (t.detach().float().contiguous() for t in (x, dt, A, B, C))
-        bd, bn, warps = _launch_shape(N, BLOCK_D)
+        bd, bn, warps = ctx.shape = _launch_shape(N)
+        ctx.chunk = chunk = CHUNK
         grid = (Bt, -(-Dm // bd))
-        n_chunks = -(-L // CHUNK)
+        n_chunks = -(-L // chunk)
         save = any(ctx.needs_input_grad)               # (forward runs without grad mode)
         y = torch.empty_like(xs)
         ck = xs.new_empty(Bt, n_chunks, Dm, N) if save else xs
-        k.fwd[grid](xs, dts, As, Bs, Cs, y, ck, L, Dm, N, SAVE=save, CHUNK=CHUNK, BLOCK_D=bd, BLOCK_N=bn,
+        k.fwd[grid](xs, dts, As, Bs, Cs, y, ck, L, Dm, N, SAVE=save, CHUNK=chunk, BLOCK_D=bd, BLOCK_N=bn,
                     num_warps=warps)
         if save:
             ctx.save_for_backward(xs, dts, As, Bs, Cs, ck)
@@ -97,20 +98,21 @@ class _FusedScan(torch.autograd.Function):
         xs, dts, As, Bs, Cs, ck = ctx.saved_tensors
         Bt, L, Dm = xs.shape
         N = As.shape[1]
-        bd, bn, warps = _launch_shape(N, BLOCK_D)
+        (bd, bn, warps), chunk = ctx.shape, ctx.chunk
         grid = (Bt, -(-Dm // bd))
         dy = dy.float().contiguous()
-        buf = xs.new_empty(Bt * grid[1] * (CHUNK + 1) * bd * bn)
+        buf = xs.new_empty(Bt * grid[1] * (chunk + 1) * bd * bn)
         dx, ddt = torch.empty_like(xs), torch.empty_like(xs)
         dA = xs.new_empty(Bt, Dm, N)
         dB, dC = xs.new_empty(grid[1], Bt, L, N), xs.new_empty(grid[1], Bt, L, N)
         k.bwd[grid](xs, dts, As, Bs, Cs, dy, ck, buf, dx, ddt, dA, dB, dC, L, Dm, N,
-                    CHUNK=CHUNK, BLOCK_D=bd, BLOCK_N=bn, num_warps=warps)
+                    CHUNK=chunk, BLOCK_D=bd, BLOCK_N=bn, num_warps=warps)
         grads = (dx, ddt, dA.sum(0), dB.sum(0), dC.sum(0))
         return tuple(g.to(d) for g, d in zip(grads, ctx.dtypes))
 
 
 def _build_kernels(triton, tl):
+    # Both kernels load step t+1's (or t-1's) inputs while computing step t, to hide memory latency.
     @triton.jit
     def fwd(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr, ck_ptr, L, D, N,
             SAVE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -125,14 +127,20 @@ def _build_kernels(triton, tl):
         bn = b * L * N + offs_n                                            # (b, 0, n) in B, C
         n_chunks = (L + CHUNK - 1) // CHUNK
         h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        dt_n = tl.load(dt_ptr + xd, mask=md, other=0.0)
+        x_n = tl.load(x_ptr + xd, mask=md, other=0.0)
+        B_n = tl.load(B_ptr + bn, mask=mn, other=0.0)
+        C_n = tl.load(C_ptr + bn, mask=mn, other=0.0)
         for c in range(0, n_chunks):
             if SAVE:
                 tl.store(ck_ptr + (b * n_chunks + c) * D * N + tile, h, mask=m2)
             for t in range(c * CHUNK, tl.minimum(L, (c + 1) * CHUNK)):
-                dt = tl.load(dt_ptr + xd + t * D, mask=md, other=0.0)
-                x = tl.load(x_ptr + xd + t * D, mask=md, other=0.0)
-                Bv = tl.load(B_ptr + bn + t * N, mask=mn, other=0.0)
-                Cv = tl.load(C_ptr + bn + t * N, mask=mn, other=0.0)
+                dt, x, Bv, Cv = dt_n, x_n, B_n, C_n
+                nxt = t + 1 < L
+                dt_n = tl.load(dt_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
+                x_n = tl.load(x_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
+                B_n = tl.load(B_ptr + bn + (t + 1) * N, mask=mn & nxt, other=0.0)
+                C_n = tl.load(C_ptr + bn + (t + 1) * N, mask=mn & nxt, other=0.0)
                 h = tl.exp2(dt[:, None] * A2) * h + (dt * x)[:, None] * Bv[None, :]
                 tl.store(y_ptr + xd + t * D, tl.sum(h * Cv[None, :], axis=1), mask=md)
 
@@ -142,20 +150,18 @@ def _build_kernels(triton, tl):
             CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
         b = tl.program_id(0).to(tl.int64)
         pd = tl.program_id(1)
-        n_db = tl.num_programs(1)
         offs_d = pd * BLOCK_D + tl.arange(0, BLOCK_D)
         offs_n = tl.arange(0, BLOCK_N)
         md, mn = offs_d < D, offs_n < N
         m2 = md[:, None] & mn[None, :]
         tile = offs_d[:, None] * N + offs_n[None, :]
         A = tl.load(A_ptr + tile, mask=m2, other=0.0)
-        A2 = A * 1.4426950408889634
         xd = b * L * D + offs_d
         bn = b * L * N + offs_n
         part = (pd * tl.num_programs(0) + b) * L * N + offs_n             # (d block, b, 0, n) in dB, dC
         # this program's buffer of CHUNK + 1 states: slot s holds h_{t0 + s - 1}
         SLOT: tl.constexpr = BLOCK_D * BLOCK_N
-        buf = buf_ptr + (b * n_db + pd) * (CHUNK + 1) * SLOT \
+        buf = buf_ptr + (b * tl.num_programs(1) + pd) * (CHUNK + 1) * SLOT \
             + tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]
         n_chunks = (L + CHUNK - 1) // CHUNK
         Gc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)               # a_{t+1} G_{t+1}
@@ -166,22 +172,36 @@ def _build_kernels(triton, tl):
             t1 = tl.minimum(L, t0 + CHUNK)
             h = tl.load(ck_ptr + (b * n_chunks + c) * D * N + tile, mask=m2, other=0.0)
             tl.store(buf, h)
+            dt_n = tl.load(dt_ptr + xd + t0 * D, mask=md, other=0.0)
+            x_n = tl.load(x_ptr + xd + t0 * D, mask=md, other=0.0)
+            B_n = tl.load(B_ptr + bn + t0 * N, mask=mn, other=0.0)
             for t in range(t0, t1):                                        # recompute the chunk's states
-                dt = tl.load(dt_ptr + xd + t * D, mask=md, other=0.0)
-                x = tl.load(x_ptr + xd + t * D, mask=md, other=0.0)
-                Bv = tl.load(B_ptr + bn + t * N, mask=mn, other=0.0)
-                h = tl.exp2(dt[:, None] * A2) * h + (dt * x)[:, None] * Bv[None, :]
+                dt, x, Bv = dt_n, x_n, B_n
+                nxt = t + 1 < t1
+                dt_n = tl.load(dt_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
+                x_n = tl.load(x_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
+                B_n = tl.load(B_ptr + bn + (t + 1) * N, mask=mn & nxt, other=0.0)
+                h = tl.exp(dt[:, None] * A) * h + (dt * x)[:, None] * Bv[None, :]
                 tl.store(buf + (t - t0 + 1) * SLOT, h)
             tl.debug_barrier()                                             # buffer written before it is read
+            t = t1 - 1
+            dt_n = tl.load(dt_ptr + xd + t * D, mask=md, other=0.0)
+            x_n = tl.load(x_ptr + xd + t * D, mask=md, other=0.0)
+            g_n = tl.load(dy_ptr + xd + t * D, mask=md, other=0.0)
+            B_n = tl.load(B_ptr + bn + t * N, mask=mn, other=0.0)
+            C_n = tl.load(C_ptr + bn + t * N, mask=mn, other=0.0)
+            hp_n = tl.load(buf + (t - t0) * SLOT)
             for j in range(0, t1 - t0):                                    # then backwards in time
                 t = t1 - 1 - j
-                dt = tl.load(dt_ptr + xd + t * D, mask=md, other=0.0)
-                x = tl.load(x_ptr + xd + t * D, mask=md, other=0.0)
-                g = tl.load(dy_ptr + xd + t * D, mask=md, other=0.0)
-                Bv = tl.load(B_ptr + bn + t * N, mask=mn, other=0.0)
-                Cv = tl.load(C_ptr + bn + t * N, mask=mn, other=0.0)
-                hp = tl.load(buf + (t - t0) * SLOT)                       # h_{t-1}
-                a = tl.exp2(dt[:, None] * A2)
+                dt, x, g, Bv, Cv, hp = dt_n, x_n, g_n, B_n, C_n, hp_n      # hp = h_{t-1}
+                prv = t > t0
+                dt_n = tl.load(dt_ptr + xd + (t - 1) * D, mask=md & prv, other=0.0)
+                x_n = tl.load(x_ptr + xd + (t - 1) * D, mask=md & prv, other=0.0)
+                g_n = tl.load(dy_ptr + xd + (t - 1) * D, mask=md & prv, other=0.0)
+                B_n = tl.load(B_ptr + bn + (t - 1) * N, mask=mn & prv, other=0.0)
+                C_n = tl.load(C_ptr + bn + (t - 1) * N, mask=mn & prv, other=0.0)
+                hp_n = tl.load(buf + (t - t0 - 1) * SLOT, mask=m2 & prv, other=0.0)
+                a = tl.exp(dt[:, None] * A)
                 dtx = dt * x
                 h = a * hp + dtx[:, None] * Bv[None, :]
                 G = g[:, None] * Cv[None, :] + Gc                          # dL/dh_t
