@@ -1,7 +1,7 @@
 """Mamba-1 with the torch scan and with the fused Triton scan, against softmax attention, in one run on a GPU.
 
     python benchmarks/mamba_scan.py                  # the paper's MQAR size, states 128 and 16
-    python benchmarks/mamba_scan.py --sweep          # also time the scan alone for a few kernel shapes
+    python benchmarks/mamba_scan.py --sweep          # also time the fused scan alone for other kernel shapes
 
 At the paper's MQAR size (batch 64, L 512, d_model 128, expand 2, 2 layers, vocab 8192, fp32 with TF32
 matmuls): ms per training step (forward + backward + AdamW, logits at every position as in step_time.py),
@@ -57,8 +57,8 @@ def train_step(arch, cfg, vocab, x, y, repeat):
     return ms, peak
 
 
-def scan_alone(scan, Bt, L, D, N, repeat):
-    """(ms, peak GiB) of forward + backward of one layer's selective scan."""
+def scan_alone(scan, Bt, L, D, N, repeat, backward=True):
+    """(ms, peak GiB) of forward (+ backward) of one layer's selective scan."""
     g = torch.Generator("cuda").manual_seed(0)
     ins = [torch.randn(Bt, L, D, device="cuda", generator=g), F.softplus(torch.randn(Bt, L, D, device="cuda") - 2),
            -torch.arange(1, N + 1.0, device="cuda").repeat(D, 1),
@@ -66,7 +66,7 @@ def scan_alone(scan, Bt, L, D, N, repeat):
     ins = [t.requires_grad_() for t in ins]
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    ms = timed(lambda: scan(*ins).sum().backward(), repeat=repeat)
+    ms = timed(lambda: scan(*ins).sum().backward() if backward else scan(*ins), repeat=repeat)
     return ms, torch.cuda.max_memory_allocated() / 2**30
 
 
@@ -88,7 +88,7 @@ def main():
     print(f"# {datetime.date.today()} · {torch.cuda.get_device_name()} · torch {torch.__version__} · "
           f"triton {__import__('triton').__version__}")
     print(f"# batch {B}, L {L}, d {args.d_model}, expand 2, {args.layers} layers, vocab {V}, fp32 (TF32 matmul); "
-          f"fused scan: CHUNK {sst.CHUNK}, BLOCK_D {sst.BLOCK_D}")
+          f"fused scan: CHUNK {sst.CHUNK}, (BLOCK_D, floats per thread) {sst.SHAPE}")
     print("| model | state | ms/step | × softmax | peak GiB |")
     print("|---|---:|---:|---:|---:|")
     fused = sst.fused_available
@@ -105,33 +105,33 @@ def main():
                 print(f"| {label} | {N} | out of memory | – | – |", flush=True)
         sst.fused_available = fused
     D = 2 * args.d_model
-    print(f"\nThe scan alone, one layer (batch {B}, L {L}, D {D}), forward + backward:\n")
-    print("| scan | state | ms | peak GiB |")
-    print("|---|---:|---:|---:|")
+    print(f"\nThe scan alone, one layer (batch {B}, L {L}, D {D}):\n")
+    print("| scan | state | forward ms | forward + backward ms | peak GiB |")
+    print("|---|---:|---:|---:|---:|")
     for N in args.states:
         for label, scan in (("torch", sst.selective_scan_ref), ("fused Triton", sst._FusedScan.apply)):
+            fwd_ms, _ = scan_alone(scan, B, L, D, N, args.repeat, backward=False)
             ms, peak = scan_alone(scan, B, L, D, N, args.repeat)
-            print(f"| {label} | {N} | {ms:.2f} | {peak:.2f} |", flush=True)
+            print(f"| {label} | {N} | {fwd_ms:.2f} | {ms:.2f} | {peak:.2f} |", flush=True)
     if args.sweep:
         sweep(B, L, D, args.states, args.repeat)
 
 
 def sweep(B, L, D, states, repeat):
-    """The fused scan alone (forward + backward) for a few (BLOCK_D, CHUNK, warps) shapes."""
-    print("\n| state | BLOCK_D | CHUNK | warps | ms |")
-    print("|---:|---:|---:|---:|---:|")
-    default = sst.BLOCK_D, sst.CHUNK, sst.NUM_WARPS
+    """The fused scan alone for a few kernel shapes (BLOCK_D, state floats per thread) of each kernel."""
+    print("\n| state | kernel | BLOCK_D | warps | forward ms | forward + backward ms |")
+    print("|---:|---|---:|---:|---:|---:|")
+    default = dict(sst.SHAPE)
     for N in states:
-        for bd, chunk, warps in [(16, 16, None), (8, 16, None), (4, 16, None), (32, 16, None), (16, 8, None),
-                                 (16, 32, None), (16, 16, 2), (16, 16, 8), (64, 16, None)]:
-            sst.BLOCK_D, sst.CHUNK, sst.NUM_WARPS = bd, chunk, warps
-            try:
+        for kernel, shapes in (("fwd", [(16, 64), (16, 16), (8, 32), (32, 64)]),
+                               ("bwd", [(8, 32), (8, 16), (16, 32), (4, 16), (16, 64)])):
+            for shape in shapes:
+                sst.SHAPE = dict(default, **{kernel: shape})
+                fwd_ms, _ = scan_alone(sst._FusedScan.apply, B, L, D, N, repeat, backward=False)
                 ms, _ = scan_alone(sst._FusedScan.apply, B, L, D, N, repeat)
-                w = sst._launch_shape(N)[2]
-                print(f"| {N} | {bd} | {chunk} | {w} | {ms:.2f} |", flush=True)
-            except Exception as e:  # a shape that does not compile (registers, shared memory) is reported
-                print(f"| {N} | {bd} | {chunk} | {warps} | failed: {type(e).__name__} |", flush=True)
-    sst.BLOCK_D, sst.CHUNK, sst.NUM_WARPS = default
+                warps = sst._launch_shape(kernel, N)[2]
+                print(f"| {N} | {kernel} | {shape[0]} | {warps} | {fwd_ms:.2f} | {ms:.2f} |", flush=True)
+    sst.SHAPE = default
 
 
 if __name__ == "__main__":

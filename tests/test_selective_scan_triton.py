@@ -5,7 +5,8 @@ the mixer does not import Triton. GPU (``-m gpu``): forward and gradients for x,
 scan's in float32 (max error ≤ 1e-4 of the largest reference value; both scans are within a few 1e-7 of
 float64), for L not a multiple of the checkpoint chunk, N = 16 and 128 (and N not a power of two), channel
 counts not a multiple of the channel block; the Mamba mixer on CUDA (fused) equals the same mixer forced onto
-the torch scan; and the fused scan's peak memory stays far below the (B, L, D, N) history.
+the torch scan; and the fused scan's peak memory (checkpoints, per-block sums of dB and dC) stays below half the
+(B, L, D, N) history (the torch scan's is several times the history).
 """
 import dataclasses
 import subprocess
@@ -57,7 +58,7 @@ def test_importing_the_mixer_does_not_import_triton():
 
 
 def assert_close_to_max(got, ref, what, tol=1e-4):
-    err = ((got.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+    err = ((got.double() - ref.double()).abs().max() / ref.double().abs().max().clamp_min(1e-6)).item()
     assert err <= tol, f"{what}: max error {err:.2e} of the largest value"
 
 
@@ -117,4 +118,4 @@ def test_fused_scan_never_materialises_the_state_history():
     sst.selective_scan(*ins).sum().backward()
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
-    assert peak < history / 3, f"peak {peak / 2**20:.0f} MiB vs history {history / 2**20:.0f} MiB"
+    assert peak < history / 2, f"peak {peak / 2**20:.0f} MiB vs history {history / 2**20:.0f} MiB"

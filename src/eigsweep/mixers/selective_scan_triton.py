@@ -6,16 +6,17 @@ Per sample, channel d and state n, with a_t = exp(Δ_t A):
 
 Forward: one program per (sample, block of BLOCK_D channels) steps through time with h (BLOCK_D × N) in
 registers and writes y; when gradients are needed it also writes the state entering every CHUNK-th token
-(a checkpoint: 1/CHUNK of the history). Backward: the same programs walk the chunks in reverse. Each recomputes
-its chunk's states from the checkpoint into a per-program buffer of CHUNK+1 states (small, so it stays in
-cache), then steps backwards in time with the adjoint G_t = C_t g_t + a_{t+1} G_{t+1} (g = dL/dy):
+(a checkpoint: 1/CHUNK of the history). Backward: programs of the same kind (with their own BLOCK_D) walk the
+chunks in reverse. Each recomputes its chunk's states from the checkpoint into a per-program buffer of CHUNK+1
+states (small, so it stays in cache), then steps backwards in time with the adjoint
+G_t = C_t g_t + a_{t+1} G_{t+1} (g = dL/dy):
 
     dx_t = Δ_t Σ_n G B_t,   dΔ_t = Σ_n G (B_t x_t + A a_t h_{t-1}),   dA = Σ_t G Δ_t a_t h_{t-1},
     dB_t = Σ_d G Δ_t x_t,   dC_t = Σ_d g_t h_t.
 
 Sums over channels (dB, dC) are written per channel block and over samples (dA) per sample, then added by
-torch (deterministic; no atomics). The D x skip term stays in torch. Computation is in float32 whatever the
-input dtype. `selective_scan` falls back to the torch scan of mamba.py on CPU, in float64 and where Triton
+torch (deterministic; no atomics): 2·B·L·N·D/BLOCK_D floats, alive during the backward only. The D x skip
+term stays in torch. Computation is in float32 whatever the input dtype. `selective_scan` falls back to the torch scan of mamba.py on CPU, in float64 and where Triton
 cannot be imported (it is imported lazily: CI has no GPU and may have no Triton).
 """
 from __future__ import annotations
@@ -26,8 +27,11 @@ import types
 import torch
 
 CHUNK = 16          # tokens between checkpoints (memory: B·L·D·N / CHUNK floats saved for backward)
-BLOCK_D = 16        # channels per program; the state tile is BLOCK_D × next_pow2(N) floats in registers
-NUM_WARPS = None    # warps per program; None: one per 512 floats of the state tile, 1 to 8
+# per kernel: channels per program (BLOCK_D; the state tile is BLOCK_D × next_pow2(N) floats in registers) and
+# state-tile floats per thread (sets the warps per program, 1 to 8). Measured on an H200 at batch 64, L 512,
+# D 256, N 128 (benchmarks/mamba_scan.py --sweep): one warp per program is fastest (sums over channels and
+# states stay inside the warp); 16 channels for the forward, 8 for the backward (16 spill registers there).
+SHAPE = {"fwd": (16, 64), "bwd": (8, 32)}
 
 
 @functools.cache
@@ -65,10 +69,11 @@ def selective_scan_ref(x, dt, A, B, C, D=None):
     return y if D is None else y + x * D
 
 
-def _launch_shape(N: int):
-    """(BLOCK_D, BLOCK_N, num_warps) for state size N."""
+def _launch_shape(kernel: str, N: int):
+    """(BLOCK_D, BLOCK_N, num_warps) of `kernel` for state size N."""
+    bd, per_thread = SHAPE[kernel]
     bn = 1 << (N - 1).bit_length()
-    return BLOCK_D, bn, NUM_WARPS or max(1, min(8, BLOCK_D * bn // 512))
+    return bd, bn, max(1, min(8, bd * bn // (32 * per_thread)))
 
 
 class _FusedScan(torch.autograd.Function):
@@ -78,7 +83,7 @@ class _FusedScan(torch.autograd.Function):
         Bt, L, Dm = x.shape
         N = A.shape[1]
         xs, dts, As, Bs, Cs = (t.detach().float().contiguous() for t in (x, dt, A, B, C))
-        bd, bn, warps = ctx.shape = _launch_shape(N)
+        bd, bn, warps = _launch_shape("fwd", N)
         ctx.chunk = chunk = CHUNK
         grid = (Bt, -(-Dm // bd))
         n_chunks = -(-L // chunk)
@@ -98,7 +103,8 @@ class _FusedScan(torch.autograd.Function):
         xs, dts, As, Bs, Cs, ck = ctx.saved_tensors
         Bt, L, Dm = xs.shape
         N = As.shape[1]
-        (bd, bn, warps), chunk = ctx.shape, ctx.chunk
+        bd, bn, warps = _launch_shape("bwd", N)
+        chunk = ctx.chunk
         grid = (Bt, -(-Dm // bd))
         dy = dy.float().contiguous()
         buf = xs.new_empty(Bt * grid[1] * (chunk + 1) * bd * bn)
