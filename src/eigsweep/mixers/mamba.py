@@ -9,8 +9,9 @@ b_Δ) per channel d (rank R = ⌈d_model/16⌉), B_i, C_i ∈ R^N (shared over c
 A_{d,n} = −exp(A_log) initialised −n (S4D-real, n = 1…N); b_Δ = softplus⁻¹(Δ₀), Δ₀ log-uniform [1e-3, 0.1].
 Reversed sigmoid: with s the pre-activation of Δ and a = −A, λ = exp(−a·softplus(s)) = σ(−s)^a.
 eig_dims = (sample, head, time, state) with head = inner channel d (D = expand·d_model heads, N states each).
-Forward: scan.linear_scan (a parallel hierarchical scan with a hand-written backward), so memory stays at a
-few (B, L, D, N) tensors; no Python loop over tokens.
+Forward: selective_scan_triton.selective_scan: on CUDA a fused Triton scan that never builds a (B, L, D, N)
+tensor; elsewhere (CPU, float64, no Triton) scan.linear_scan, a parallel hierarchical scan with a hand-written
+backward, so memory stays at a few (B, L, D, N) tensors; no Python loop over tokens.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from torch import nn
 from eigsweep.dsf import DSF
 from eigsweep.mixers.base import Mixer
 from eigsweep.mixers.blocks import ShortConv, inv_softplus, log_uniform
-from eigsweep.mixers.scan import linear_scan
+from eigsweep.mixers.selective_scan_triton import selective_scan
 
 
 class Mamba(Mixer):
@@ -47,21 +48,19 @@ class Mamba(Mixer):
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d, bias=False)
 
-    def features(self, u):
-        """x, z, Δ (B, L, D), the Δ pre-activation s, B and C (B, L, N), and log λ = Δ·A (B, L, D, N)."""
+    def features(self, u, lam=True):
+        """x, z, Δ (B, L, D), the Δ pre-activation s, B and C (B, L, N), and log λ = Δ·A (B, L, D, N) if lam."""
         x, z = self.in_proj(u).chunk(2, dim=-1)
         x = self.conv(x)
         r, Bm, Cm = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         s = self.dt_proj(r)
         dt = F.softplus(s)
-        log_lam = dt[..., None] * -torch.exp(self.A_log)
+        log_lam = dt[..., None] * -torch.exp(self.A_log) if lam else None
         return dict(x=x, z=z, s=s, dt=dt, B=Bm, C=Cm, log_lam=log_lam)
 
     def forward(self, u):
-        f = self.features(u)
-        inp = (f["dt"] * f["x"])[..., None] * f["B"][:, :, None, :]       # (B, L, D, N)
-        h = linear_scan(torch.exp(f["log_lam"]), inp)
-        y = torch.einsum("bldn,bln->bld", h, f["C"]) + f["x"] * self.D
+        f = self.features(u, lam=False)   # the fused scan never needs the (B, L, D, N) tensor of λ
+        y = selective_scan(f["x"], f["dt"], -torch.exp(self.A_log), f["B"], f["C"], self.D)
         return self._out(y, f["z"])
 
     def _out(self, y, z):

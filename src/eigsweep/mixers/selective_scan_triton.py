@@ -1,0 +1,225 @@
+"""Mamba-1's selective scan fused in Triton: the (B, L, D, N) state history never reaches GPU memory.
+
+Per sample, channel d and state n, with a_t = exp(Δ_t A):
+
+    h_t = a_t ⊙ h_{t-1} + Δ_t B_t x_t,      y_t = Σ_n C_{t,n} h_{t,n} (+ D x_t).
+
+Forward: one program per (sample, block of BLOCK_D channels) steps through time with h (BLOCK_D × N) in
+registers and writes y; when gradients are needed it also writes the state entering every CHUNK-th token
+(a checkpoint: 1/CHUNK of the history). Backward: programs of the same kind (with their own BLOCK_D) walk the
+chunks in reverse. Each recomputes its chunk's states from the checkpoint into a per-program buffer of CHUNK+1
+states (small, so it stays in cache), then steps backwards in time with the adjoint
+G_t = C_t g_t + a_{t+1} G_{t+1} (g = dL/dy):
+
+    dx_t = Δ_t Σ_n G B_t,   dΔ_t = Σ_n G (B_t x_t + A a_t h_{t-1}),   dA = Σ_t G Δ_t a_t h_{t-1},
+    dB_t = Σ_d G Δ_t x_t,   dC_t = Σ_d g_t h_t.
+
+Sums over channels (dB, dC) are written per channel block and over samples (dA) per sample, then added by
+torch (deterministic; no atomics): 2·B·L·N·D/BLOCK_D floats, alive during the backward only. The D x skip
+term stays in torch. Computation is in float32 whatever the input dtype. `selective_scan` falls back to the torch scan (scan.linear_scan) on CPU, in float64 and where Triton
+cannot be imported (it is imported lazily: CI has no GPU and may have no Triton).
+"""
+from __future__ import annotations
+
+import functools
+import types
+
+import torch
+
+CHUNK = 16          # tokens between checkpoints (memory: B·L·D·N / CHUNK floats saved for backward)
+# per kernel: channels per program (BLOCK_D; the state tile is BLOCK_D × next_pow2(N) floats in registers) and
+# state-tile floats per thread (sets the warps per program, 1 to 8). Measured on an H200 at batch 64, L 512,
+# D 256, N 128 (benchmarks/mamba_scan.py --sweep): one warp per program is fastest (sums over channels and
+# states stay inside the warp); 16 channels for the forward, 8 for the backward (16 spill registers there).
+SHAPE = {"fwd": (16, 64), "bwd": (8, 32)}
+
+
+@functools.cache
+def _triton():
+    """The Triton module and our kernels, or None where Triton cannot be imported."""
+    try:
+        import triton
+        import triton.language as tl
+    except Exception:  # noqa: BLE001 - any import failure means: use the torch scan
+        return None
+    return _build_kernels(triton, tl)
+
+
+def fused_available(t: torch.Tensor) -> bool:
+    """True where the fused scan runs for tensors like t: CUDA, a float type below float64, Triton importable."""
+    return t.is_cuda and t.dtype in (torch.float32, torch.float16, torch.bfloat16) and _triton() is not None
+
+
+def selective_scan(x, dt, A, B, C, D=None):
+    """y (batch, L, D) of the selective scan for x, dt (batch, L, D), A (D, N), B, C (batch, L, N), D (D,).
+
+    Fused (Triton, float32, output float32) where `fused_available(x)`, else the torch reference."""
+    if not fused_available(x):
+        return selective_scan_ref(x, dt, A, B, C, D)
+    y = _FusedScan.apply(x, dt, A, B, C)
+    return y if D is None else y + x * D
+
+
+def selective_scan_ref(x, dt, A, B, C, D=None):
+    """The torch scan (materialises the (batch, L, D, N) history): scan.linear_scan over λ = exp(Δ A)."""
+    from eigsweep.mixers.scan import linear_scan as torch_scan
+    log_lam = dt[..., None] * A
+    inp = (dt * x)[..., None] * B[:, :, None, :]
+    y = torch.einsum("bldn,bln->bld", torch_scan(torch.exp(log_lam), inp), C)
+    return y if D is None else y + x * D
+
+
+def _launch_shape(kernel: str, N: int):
+    """(BLOCK_D, BLOCK_N, num_warps) of `kernel` for state size N."""
+    bd, per_thread = SHAPE[kernel]
+    bn = 1 << (N - 1).bit_length()
+    return bd, bn, max(1, min(8, bd * bn // (32 * per_thread)))
+
+
+class _FusedScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C):
+        k = _triton()
+        Bt, L, Dm = x.shape
+        N = A.shape[1]
+        xs, dts, As, Bs, Cs = (t.detach().float().contiguous() for t in (x, dt, A, B, C))
+        bd, bn, warps = _launch_shape("fwd", N)
+        ctx.chunk = chunk = CHUNK
+        grid = (Bt, -(-Dm // bd))
+        n_chunks = -(-L // chunk)
+        save = any(ctx.needs_input_grad)               # (forward runs without grad mode)
+        y = torch.empty_like(xs)
+        ck = xs.new_empty(Bt, n_chunks, Dm, N) if save else xs
+        k.fwd[grid](xs, dts, As, Bs, Cs, y, ck, L, Dm, N, SAVE=save, CHUNK=chunk, BLOCK_D=bd, BLOCK_N=bn,
+                    num_warps=warps)
+        if save:
+            ctx.save_for_backward(xs, dts, As, Bs, Cs, ck)
+            ctx.dtypes = (x.dtype, dt.dtype, A.dtype, B.dtype, C.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        k = _triton()
+        xs, dts, As, Bs, Cs, ck = ctx.saved_tensors
+        Bt, L, Dm = xs.shape
+        N = As.shape[1]
+        bd, bn, warps = _launch_shape("bwd", N)
+        chunk = ctx.chunk
+        grid = (Bt, -(-Dm // bd))
+        dy = dy.float().contiguous()
+        buf = xs.new_empty(Bt * grid[1] * (chunk + 1) * bd * bn)
+        dx, ddt = torch.empty_like(xs), torch.empty_like(xs)
+        dA = xs.new_empty(Bt, Dm, N)
+        dB, dC = xs.new_empty(grid[1], Bt, L, N), xs.new_empty(grid[1], Bt, L, N)
+        k.bwd[grid](xs, dts, As, Bs, Cs, dy, ck, buf, dx, ddt, dA, dB, dC, L, Dm, N,
+                    CHUNK=chunk, BLOCK_D=bd, BLOCK_N=bn, num_warps=warps)
+        grads = (dx, ddt, dA.sum(0), dB.sum(0), dC.sum(0))
+        return tuple(g.to(d) for g, d in zip(grads, ctx.dtypes))
+
+
+def _build_kernels(triton, tl):
+    # Both kernels load step t+1's (or t-1's) inputs while computing step t, to hide memory latency.
+    @triton.jit
+    def fwd(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr, ck_ptr, L, D, N,
+            SAVE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+        b = tl.program_id(0).to(tl.int64)
+        offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        offs_n = tl.arange(0, BLOCK_N)
+        md, mn = offs_d < D, offs_n < N
+        m2 = md[:, None] & mn[None, :]
+        tile = offs_d[:, None] * N + offs_n[None, :]
+        A2 = tl.load(A_ptr + tile, mask=m2, other=0.0) * 1.4426950408889634  # exp(ΔA) = exp2(ΔA log2 e)
+        xd = b * L * D + offs_d                                            # (b, 0, d) in x, Δ, y
+        bn = b * L * N + offs_n                                            # (b, 0, n) in B, C
+        n_chunks = (L + CHUNK - 1) // CHUNK
+        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        dt_n = tl.load(dt_ptr + xd, mask=md, other=0.0)
+        x_n = tl.load(x_ptr + xd, mask=md, other=0.0)
+        B_n = tl.load(B_ptr + bn, mask=mn, other=0.0)
+        C_n = tl.load(C_ptr + bn, mask=mn, other=0.0)
+        for c in range(0, n_chunks):
+            if SAVE:
+                tl.store(ck_ptr + (b * n_chunks + c) * D * N + tile, h, mask=m2)
+            for t in range(c * CHUNK, tl.minimum(L, (c + 1) * CHUNK)):
+                dt, x, Bv, Cv = dt_n, x_n, B_n, C_n
+                nxt = t + 1 < L
+                dt_n = tl.load(dt_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
+                x_n = tl.load(x_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
+                B_n = tl.load(B_ptr + bn + (t + 1) * N, mask=mn & nxt, other=0.0)
+                C_n = tl.load(C_ptr + bn + (t + 1) * N, mask=mn & nxt, other=0.0)
+                h = tl.exp2(dt[:, None] * A2) * h + (dt * x)[:, None] * Bv[None, :]
+                tl.store(y_ptr + xd + t * D, tl.sum(h * Cv[None, :], axis=1), mask=md)
+
+    @triton.jit
+    def bwd(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, dy_ptr, ck_ptr, buf_ptr,
+            dx_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, L, D, N,
+            CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+        b = tl.program_id(0).to(tl.int64)
+        pd = tl.program_id(1)
+        offs_d = pd * BLOCK_D + tl.arange(0, BLOCK_D)
+        offs_n = tl.arange(0, BLOCK_N)
+        md, mn = offs_d < D, offs_n < N
+        m2 = md[:, None] & mn[None, :]
+        tile = offs_d[:, None] * N + offs_n[None, :]
+        A = tl.load(A_ptr + tile, mask=m2, other=0.0)
+        xd = b * L * D + offs_d
+        bn = b * L * N + offs_n
+        part = (pd * tl.num_programs(0) + b) * L * N + offs_n             # (d block, b, 0, n) in dB, dC
+        # this program's buffer of CHUNK + 1 states: slot s holds h_{t0 + s - 1}
+        SLOT: tl.constexpr = BLOCK_D * BLOCK_N
+        buf = buf_ptr + (b * tl.num_programs(1) + pd) * (CHUNK + 1) * SLOT \
+            + tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]
+        n_chunks = (L + CHUNK - 1) // CHUNK
+        Gc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)               # a_{t+1} G_{t+1}
+        dA = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        for cr in range(0, n_chunks):
+            c = n_chunks - 1 - cr
+            t0 = c * CHUNK
+            t1 = tl.minimum(L, t0 + CHUNK)
+            h = tl.load(ck_ptr + (b * n_chunks + c) * D * N + tile, mask=m2, other=0.0)
+            tl.store(buf, h)
+            dt_n = tl.load(dt_ptr + xd + t0 * D, mask=md, other=0.0)
+            x_n = tl.load(x_ptr + xd + t0 * D, mask=md, other=0.0)
+            B_n = tl.load(B_ptr + bn + t0 * N, mask=mn, other=0.0)
+            for t in range(t0, t1):                                        # recompute the chunk's states
+                dt, x, Bv = dt_n, x_n, B_n
+                nxt = t + 1 < t1
+                dt_n = tl.load(dt_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
+                x_n = tl.load(x_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
+                B_n = tl.load(B_ptr + bn + (t + 1) * N, mask=mn & nxt, other=0.0)
+                h = tl.exp(dt[:, None] * A) * h + (dt * x)[:, None] * Bv[None, :]
+                tl.store(buf + (t - t0 + 1) * SLOT, h)
+            tl.debug_barrier()                                             # buffer written before it is read
+            t = t1 - 1
+            dt_n = tl.load(dt_ptr + xd + t * D, mask=md, other=0.0)
+            x_n = tl.load(x_ptr + xd + t * D, mask=md, other=0.0)
+            g_n = tl.load(dy_ptr + xd + t * D, mask=md, other=0.0)
+            B_n = tl.load(B_ptr + bn + t * N, mask=mn, other=0.0)
+            C_n = tl.load(C_ptr + bn + t * N, mask=mn, other=0.0)
+            hp_n = tl.load(buf + (t - t0) * SLOT)
+            for j in range(0, t1 - t0):                                    # then backwards in time
+                t = t1 - 1 - j
+                dt, x, g, Bv, Cv, hp = dt_n, x_n, g_n, B_n, C_n, hp_n      # hp = h_{t-1}
+                prv = t > t0
+                dt_n = tl.load(dt_ptr + xd + (t - 1) * D, mask=md & prv, other=0.0)
+                x_n = tl.load(x_ptr + xd + (t - 1) * D, mask=md & prv, other=0.0)
+                g_n = tl.load(dy_ptr + xd + (t - 1) * D, mask=md & prv, other=0.0)
+                B_n = tl.load(B_ptr + bn + (t - 1) * N, mask=mn & prv, other=0.0)
+                C_n = tl.load(C_ptr + bn + (t - 1) * N, mask=mn & prv, other=0.0)
+                hp_n = tl.load(buf + (t - t0 - 1) * SLOT, mask=m2 & prv, other=0.0)
+                a = tl.exp(dt[:, None] * A)
+                dtx = dt * x
+                h = a * hp + dtx[:, None] * Bv[None, :]
+                G = g[:, None] * Cv[None, :] + Gc                          # dL/dh_t
+                gB = tl.sum(G * Bv[None, :], axis=1)
+                Gah = G * a * hp
+                tl.store(dx_ptr + xd + t * D, dt * gB, mask=md)
+                tl.store(ddt_ptr + xd + t * D, x * gB + tl.sum(Gah * A, axis=1), mask=md)
+                tl.store(dB_ptr + part + t * N, tl.sum(G * dtx[:, None], axis=0), mask=mn)
+                tl.store(dC_ptr + part + t * N, tl.sum(g[:, None] * h, axis=0), mask=mn)
+                dA += Gah * dt[:, None]
+                Gc = a * G
+            tl.debug_barrier()                                             # read before the next chunk writes
+        tl.store(dA_ptr + b * D * N + tile, dA, mask=m2)
+
+    return types.SimpleNamespace(fwd=fwd, bwd=bwd)
