@@ -193,3 +193,27 @@ def test_missing_or_broken_config_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("sweeps: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_option_choices_are_the_mixers(config):
+    """config.OPTION_CHOICES (checked without torch) lists exactly what the mixers accept."""
+    import dataclasses
+
+    from eigsweep.config import OPTION_CHOICES, ModelConfig
+    from eigsweep.mixers import norm
+    from eigsweep.model import build_model
+
+    assert set(OPTION_CHOICES["norm_fn"]) == set(norm.NORM_FNS)
+    assert set(OPTION_CHOICES["feature_map"]) == set(norm.FEATURE_MAPS)
+    cfg = ModelConfig(d_model=16, n_heads=2, d_state=4, n_layers=1)
+    for arch, key in (("s4d", "s4d_init"), ("norm", "short_conv"), ("norm", "norm_fn")):
+        for choice in OPTION_CHOICES[key]:
+            build_model(arch, vocab_size=8, cfg=dataclasses.replace(cfg, options={key: choice}))
+    with pytest.raises(ValueError):
+        build_model("s4d", vocab_size=8, cfg=dataclasses.replace(cfg, options={"s4d_init": "log"}))
+    bad = copy.deepcopy(config)
+    bad["sweeps"]["demo"]["arch"] = ["norm"]
+    bad["sweeps"]["demo"].pop("lr_by_arch")
+    bad["sweeps"]["demo"]["model"]["options"] = {"norm_fn": "relu"}
+    with pytest.raises(ConfigError, match=r"^config key sweeps.demo.model.options.norm_fn: 'relu' is not one of exp"):
+        validate_config(bad)

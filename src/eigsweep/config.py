@@ -426,6 +426,12 @@ def _modifications(config: dict) -> dict:
     return config.get("modifications", {"none": {}})
 
 
+# The values a mixer's string options accept (the mixers refuse others when built; checked here without torch;
+# tests/test_config.py keeps this in step with the mixers).
+OPTION_CHOICES = {"norm_fn": ("exp", "elu", "softplus", "sigmoid"), "feature_map": ("elu", "none"),
+                  "short_conv": ("none", "qk", "qkv"), "s4d_init": ("lin", "inv")}
+
+
 def _options_problems(options: dict, where: str, archs: list[str] | None) -> list[str]:
     """Option keys and value types against the registry: every one of `archs` (None: any registered
     architecture) must take each key."""
@@ -449,6 +455,8 @@ def _options_problems(options: dict, where: str, archs: list[str] | None) -> lis
         if not ok:
             problems.append(f"{where}.{k}: {v!r} should be of the type of its default {default!r}"
                             f"{_number_hint(v)}")
+        elif k in OPTION_CHOICES and v not in OPTION_CHOICES[k]:
+            problems.append(f"{where}.{k}: {v!r} is not one of {', '.join(OPTION_CHOICES[k])}")
     return problems
 
 
@@ -524,6 +532,15 @@ def _sweep_problems(config: dict, sweep: str) -> list[str]:
         if m not in mods:
             problems.append(f"{here}.modification[{i}]: unknown modification {m!r}; "
                             f"allowed: {', '.join(sorted(mods))}")
+    axes = [(k, s.get(k, [])) for k in ("arch", "task", "modification", "seed", "lr")]
+    axes += [(f"lr_by_arch.{a}", v) for a, v in s.get("lr_by_arch", {}).items()]
+    for key, values in axes:   # a repeated value would be two runs with one id (lr: as the id writes it)
+        seen = {}
+        for i, v in enumerate(values):
+            ident = f"{v:.2e}" if key.startswith("lr") else v
+            if ident in seen:
+                problems.append(f"{here}.{key}[{i}]: {v!r} repeats {key}[{seen[ident]}] (run ids would collide)")
+            seen.setdefault(ident, i)
     if problems:
         return problems
     archs = s["arch"]
@@ -589,10 +606,11 @@ def sweep_runs(config: dict, sweep: str) -> list[RunSpec]:
     train = TrainConfig(**_merge(defaults.get("train") or {}, s.get("train") or {}))
     evalc = EvalConfig(**_merge(defaults.get("eval") or {}, s.get("eval") or {}))
     models = {m: ModelConfig(**_merge(model_base, mods[m])) for m in s.get("modification", ["none"])}
+    skip = {(a, m) for a in s["arch"] for m in models if not applies(mods[m], a)}
     runs = []
     for arch, task, mod, seed in itertools.product(
             s["arch"], s["task"], s.get("modification", ["none"]), s.get("seed", [0])):
-        if not applies(mods[mod], arch):
+        if (arch, mod) in skip:
             continue
         for lr in s.get("lr_by_arch", {}).get(arch, s.get("lr", [1e-3])):
             runs.append(RunSpec(sweep=sweep, arch=arch, task=task, modification=mod, seed=int(seed),
