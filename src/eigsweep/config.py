@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, ValidationError,
@@ -272,16 +272,15 @@ def _fields(tp) -> dict | None:
 
 def _allowed(model, loc) -> list[str]:
     """The keys allowed at `loc` (a path of a validation error below `model`)."""
-    import typing
     tp = model
     for p in loc:
         fields = _fields(tp)
         if fields is not None and p in fields:
             tp = fields[p]
-        elif typing.get_origin(tp) in (dict, list):
-            tp = typing.get_args(tp)[-1]
-        while typing.get_origin(tp) in (Annotated, Union) or str(typing.get_origin(tp)) == "typing.Union":
-            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        elif get_origin(tp) in (dict, list):
+            tp = get_args(tp)[-1]
+        while get_origin(tp) in (Annotated, Union):     # Optional[X] is Union[X, None]
+            tp = next(a for a in get_args(tp) if a is not type(None))
     return sorted(_fields(tp) or [])
 
 
@@ -343,6 +342,8 @@ def _construct_mapping(loader, node, deep=False):
     seen = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            continue      # an unhashable key: SafeLoader's own error names it
         if key in seen:
             raise ConfigError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1}; first given on line "
                               f"{seen[key] + 1}): YAML would keep only the last one")
