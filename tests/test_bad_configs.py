@@ -82,7 +82,7 @@ CASES = [
     ("eval samples above the test set", put(f"{D}.eval.n_samples", 1000), f"{D}.eval.n_samples", "test set of 500"),
     ("eval samples a string", put(f"{D}.eval.n_samples", "32"), f"{D}.eval.n_samples", "without quotes"),
     ("one beta", put(f"{D}.train.betas", [0.9]), f"{D}.train.betas", "at least 2"),
-    ("target_acc above 1", put(f"{D}.train.target_acc", 1.5), f"{D}.train.target_acc", "less than or equal to 1"),
+    ("target_acc negative", put(f"{D}.train.target_acc", -0.5), f"{D}.train.target_acc", "greater than or equal to 0"),
     ("device unknown", put(f"{D}.train.device", "tpu"), f"{D}.train.device", "'cuda'"),
     ("warmup negative", put(f"{D}.train.warmup_steps", -1), f"{D}.train.warmup_steps", "greater than or equal"),
     ("sweep slurm cpus zero", put(f"{D}.slurm.cpus", 0), f"{D}.slurm.cpus", "greater than or equal to 1"),

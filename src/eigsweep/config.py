@@ -86,7 +86,7 @@ class TrainConfig:
     min_lr_ratio: Real(ge=0, le=1) = 0.0
     grad_clip: Real(gt=0) = 1.0
     eval_every: PosInt = 100
-    target_acc: Real(ge=0, le=1) = 0.99   # early stop once test accuracy reaches this
+    target_acc: Real(ge=0) = 0.99   # early stop once test accuracy reaches this (above 1: never)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Count = 0           # torch CPU threads; 0: leave torch's default
     checkpoint_every: Count = 0  # steps between resumable checkpoints; 0: never
