@@ -1,9 +1,17 @@
-"""config.yaml validation and sweep expansion."""
+"""config.yaml validation and sweep expansion; the exported JSON schema; Slurm resources; a torch-free DAG."""
 import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from eigsweep.config import ConfigError, RunSpec, load_config, run_id, sweep_runs, validate_config
+from eigsweep.config import (DEFAULT_SLURM, ConfigError, RunSpec, load_config, run_id, schema_text, slurm_resources,
+                             sweep_runs, validate_config)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -18,10 +26,23 @@ def test_shipped_config_is_valid_and_every_sweep_expands(config):
 
 
 def test_demo_grid(config):
+    """The grid computed here from the raw YAML (lr_by_arch replaces lr per architecture) is the expansion."""
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())["sweeps"]["demo"]
+    expected = {(arch, task, "none", seed, lr)
+                for arch in raw["arch"] for task in raw["task"] for seed in raw.get("seed", [0])
+                for lr in raw.get("lr_by_arch", {}).get(arch, raw.get("lr", [1e-3]))}
     runs = sweep_runs(config, "demo")
-    assert {r.arch for r in runs} == {"softmax", "linear", "mamba2"}
-    assert len({r.seed for r in runs}) >= 2
-    assert len(runs) == 3 * len({r.seed for r in runs}) * len(config["sweeps"]["demo"].get("lr", [1]))
+    assert len(runs) == len(expected) == 6      # 3 architectures x 2 seeds x their one lr each
+    assert {(r.arch, r.task, r.modification, r.seed, r.lr) for r in runs} == expected
+    assert {(r.arch, r.lr) for r in runs} == {("softmax", 5e-3), ("linear", 1e-2), ("mamba2", 1e-2)}
+
+
+def test_modification_is_expanded_only_for_architectures_it_applies_to(config):
+    runs = sweep_runs(config, "parity_probe")   # beta2 sets DeltaNet's beta_range option
+    assert {r.arch for r in runs if r.modification == "beta2"} == {"deltanet", "gated_deltanet"}
+    assert {r.arch for r in runs if r.modification == "none"} == {"mamba2", "deltanet", "gated_deltanet", "softmax"}
+    mods = {(r.arch, r.modification) for r in sweep_runs(config, "mqar_modifications")}
+    assert ("mamba2", "conv_qk") not in mods and ("mamba2", "gate") in mods and ("linear", "conv_qk") in mods
 
 
 def test_lr_by_arch_replaces_lr(config):
@@ -90,9 +111,109 @@ def test_bad_config_names_the_key_and_allowed_values(config, mutate, expected):
         assert text in str(err.value)
 
 
+def test_bad_config_errors_are_one_line_each(config):
+    bad = copy.deepcopy(config)
+    bad["sweeps"]["demo"]["train"]["steps"] = "many"
+    bad["tasks"]["mqar_demo"]["seq_len"] = 66.0
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    assert str(err.value).splitlines() == [
+        "config key sweeps.demo.train.steps: Input should be a valid integer (got 'many')",
+        "config key tasks.mqar_demo.seq_len: Input should be a valid integer (got 66.0)"]
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path):
+    text = (ROOT / "config.yaml").read_text().replace("  mqar_paper:\n", "  demo:\n", 1)
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"duplicate key 'demo' \(line \d+; first given on line \d+\)"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_exported_json_schema_is_committed_and_snakemake_validates_with_it(config):
+    path = ROOT / "workflow/schemas/config.schema.json"
+    assert path.read_text() == schema_text(), "run: python -m eigsweep.config --schema > " + str(path)
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    validate(copy.deepcopy(config), str(path), set_default=False)
+    for mutate in (lambda c: c["sweeps"]["demo"]["train"].update(stepz=1),
+                   lambda c: c["tasks"]["mqar_demo"].update(seq_len="64"),
+                   lambda c: c["slurm"].update(cpus=0)):
+        bad = copy.deepcopy(config)
+        mutate(bad)
+        with pytest.raises(WorkflowError):
+            validate(bad, str(path), set_default=False)
+
+
+def test_slurm_resources_defaults_config_and_sweep_overrides(config):
+    assert DEFAULT_SLURM == dict(partition=None, gpus=0, cpus=2, mem_gb=8, time_min=60, account=None, qos=None,
+                                 constraint=None, extra={}, max_requeues=3)
+    demo = slurm_resources(config, "demo")     # fits the 2-CPU, 8 GB test cluster
+    assert (demo["cpus"], demo["mem_gb"], demo["gpus"], demo["time_min"]) == (2, 4, 0, 240)
+    assert slurm_resources(config, "mqar_paper")["gpus"] == 1 and slurm_resources(config, "mqar_paper")["time_min"] == 720
+    c = dict(slurm=dict(qos="long", extra=dict(exclude="n1")),
+             sweeps=dict(a=dict(slurm=dict(cpus=4, extra=dict(nice=5))), b={}))
+    assert slurm_resources(c, "a") == {**DEFAULT_SLURM, "qos": "long", "cpus": 4, "extra": {"exclude": "n1", "nice": 5}}
+    assert slurm_resources(c, "b")["extra"] == {"exclude": "n1"} and slurm_resources(c, "b")["cpus"] == 2
+
+
+def test_dag_building_imports_no_torch_or_sklearn():
+    """What the Snakefile does before any job (validate, expand every sweep, check every task's data)."""
+    code = (
+        "import sys\n"
+        "from eigsweep.config import all_runs, load_config\n"
+        "from eigsweep.tasks import check_task_data\n"
+        "c = load_config('config.yaml')\n"
+        "runs = all_runs(c)\n"
+        "for name, params in c['tasks'].items():\n"
+        "    try:\n"
+        "        check_task_data(params, name)\n"
+        "    except FileNotFoundError:\n"
+        "        pass\n"
+        "print(sum(map(len, runs.values())), sorted(m for m in ('torch', 'sklearn', 'mnist1d') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    n, loaded = out.stdout.split(" ", 1)
+    assert int(n) > 100 and loaded.strip() == "[]"
+
+
+def test_task_data_check_names_the_preset_and_path(tmp_path, monkeypatch):
+    from eigsweep.tasks import check_task_data
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"config key tasks.imdb_small: task 'imdb': expected .*data/aclImdb"):
+        check_task_data(dict(name="imdb", data_dir="data/aclImdb", seq_len=512), "imdb_small")
+    with pytest.raises(ConfigError, match="seq_len"):
+        check_task_data(dict(name="mqar", seq_len="64"), "m")
+    check_task_data(dict(name="mqar", vocab_size=128, seq_len=64, num_kv_pairs=4), "m")   # generated: fine
+
+
 def test_missing_or_broken_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
     (tmp_path / "bad.yaml").write_text("sweeps: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_option_choices_are_the_mixers(config):
+    """config.OPTION_CHOICES (checked without torch) lists exactly what the mixers accept."""
+    import dataclasses
+
+    from eigsweep.config import OPTION_CHOICES, ModelConfig
+    from eigsweep.mixers import norm
+    from eigsweep.model import build_model
+
+    assert set(OPTION_CHOICES["norm_fn"]) == set(norm.NORM_FNS)
+    assert set(OPTION_CHOICES["feature_map"]) == set(norm.FEATURE_MAPS)
+    cfg = ModelConfig(d_model=16, n_heads=2, d_state=4, n_layers=1)
+    for arch, key in (("s4d", "s4d_init"), ("norm", "short_conv"), ("norm", "norm_fn")):
+        for choice in OPTION_CHOICES[key]:
+            build_model(arch, vocab_size=8, cfg=dataclasses.replace(cfg, options={key: choice}))
+    with pytest.raises(ValueError):
+        build_model("s4d", vocab_size=8, cfg=dataclasses.replace(cfg, options={"s4d_init": "log"}))
+    bad = copy.deepcopy(config)
+    bad["sweeps"]["demo"]["arch"] = ["norm"]
+    bad["sweeps"]["demo"].pop("lr_by_arch")
+    bad["sweeps"]["demo"]["model"]["options"] = {"norm_fn": "relu"}
+    with pytest.raises(ConfigError, match=r"^config key sweeps.demo.model.options.norm_fn: 'relu' is not one of exp"):
+        validate_config(bad)

@@ -1,10 +1,16 @@
 """MQAR generator semantics (Zoology), the DSF grid presets."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from eigsweep.config import ConfigError
-from eigsweep.tasks.mqar import MQAR, PRESETS, generate_mqar
+from eigsweep.config import ConfigError, load_config
+from eigsweep.tasks.mqar import MQAR, generate_mqar
+
+# config.yaml's MQAR presets (the only place they are written), keyed without the mqar_ prefix
+PRESETS = {k.removeprefix("mqar_"): {n: v for n, v in p.items() if n != "name"}
+           for k, p in load_config(Path(__file__).parents[1] / "config.yaml")["tasks"].items() if p["name"] == "mqar"}
 
 V, L, K = 256, 128, 8
 

@@ -8,7 +8,6 @@ import yaml
 
 from eigsweep import registry
 from eigsweep.model import build_model
-from eigsweep.tasks.mqar import PRESETS as MQAR_PRESETS
 
 PRESETS = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["tasks"]
 OFFLINE_SMALL = ["mqar_small", "listops_small", "digits_small", "digits_permuted_small", "mnist1d_small",
@@ -31,12 +30,6 @@ def test_every_task_has_presets():
     assert names == set(registry.TASKS)
     for task in registry.TASKS:
         assert any(k.startswith(task) and k.endswith("_small") for k in PRESETS), task
-
-
-def test_mqar_grid_matches_module():
-    for key, params in MQAR_PRESETS.items():
-        preset = dict(PRESETS[f"mqar_{key}"])
-        assert preset.pop("name") == "mqar" and preset == params
 
 
 @pytest.mark.parametrize("preset", OFFLINE_SMALL)

@@ -16,3 +16,26 @@
 Data a user brings is never downloaded: check_available() raises FileNotFoundError naming the expected
 path, layout and where to obtain it. Presets: the `tasks:` section of config.yaml.
 """
+from __future__ import annotations
+
+import functools
+import json
+
+
+@functools.lru_cache(maxsize=None)
+def _check(task_params_json: str) -> None:
+    from eigsweep import registry
+
+    params = json.loads(task_params_json)
+    task = registry.task_class(params["name"])(**{k: v for k, v in params.items() if k != "name"})
+    task.check_available()
+
+
+def check_task_data(task_params: dict, preset: str | None = None) -> None:
+    """Raise if a task preset's data is missing: FileNotFoundError naming the preset and the expected path
+    (ConfigError for bad parameters). Torch-free; cached per preset."""
+    try:
+        _check(json.dumps(task_params, sort_keys=True))
+    except FileNotFoundError as e:
+        where = f"config key tasks.{preset}" if preset else f"task preset {task_params}"
+        raise FileNotFoundError(f"{where}: {e}") from None

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from eigsweep.config import ConfigError
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_dir(task: str, data_dir: str, markers: list[str], subdirs: list[str], how: str) -> Path:
@@ -31,6 +32,8 @@ def resolve_dir(task: str, data_dir: str, markers: list[str], subdirs: list[str]
 
 def pad_rows(rows: list, length: int, pad: int = 0) -> torch.Tensor:
     """Right-pad (and truncate) integer sequences to ``length``: (N, length) int64."""
+    import torch
+
     out = np.full((len(rows), length), pad, dtype=np.int64)
     for i, r in enumerate(rows):
         r = np.asarray(r, dtype=np.int64)[:length]
@@ -42,8 +45,3 @@ def subsample(n_total: int, limit: int, seed: int) -> np.ndarray:
     """Indices of a deterministic shuffle of range(n_total), cut to ``limit`` (0: keep all)."""
     idx = np.random.default_rng(seed).permutation(n_total)
     return idx[:limit] if limit and limit > 0 else idx
-
-
-def check_choice(task: str, key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"task {task!r}: {key}={value!r} not allowed; allowed: {list(allowed)}")

@@ -1,12 +1,19 @@
-"""What a task provides to training and analysis."""
+"""What a task provides to training and analysis.
+
+Torch-free at import (so are the task modules): the Snakefile validates task parameters and checks data
+without importing torch; each task imports torch and numpy-heavy code inside load().
+"""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+from pydantic import BaseModel, ValidationError
 
-from eigsweep.config import ConfigError
+from eigsweep.config import SETTINGS, ConfigError, error_lines
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -29,22 +36,28 @@ class TaskData:
     pad_id: int = -1           # right-padding token id of variable-length inputs (-1: none); pooling skips it
 
 
+class Params(BaseModel):
+    """A task's parameters (a `tasks:` preset of config.yaml, all but `name`): strict types, finite numbers,
+    unknown keys refused. A cross-field check raises ValueError("<key>: <problem>")."""
+    model_config = SETTINGS
+
+
 class Task:
     """A named task. Parameters come from a `tasks:` preset in config.yaml (all but `name`).
 
-    Subclasses declare their parameters as a dataclass ``Params``; unknown or mistyped keys raise a
+    Subclasses declare their parameters as a pydantic model ``Params``; unknown or mistyped keys raise a
     ConfigError naming the key.
     """
 
-    Params: type = None
+    Params: type[Params] = Params
     name: str = ""   # the registry name
 
     def __init__(self, **params):
-        fields = {f.name for f in dataclasses.fields(self.Params)}
-        unknown = sorted(set(params) - fields)
-        if unknown:
-            raise ConfigError(f"task {self.name!r}: unknown parameter(s) {unknown}; allowed: {sorted(fields)}")
-        self.params = self.Params(**params)
+        try:
+            self.params = self.Params(**params)
+        except ValidationError as e:
+            raise ConfigError("; ".join(error_lines(e, f"task {self.name!r}", self.Params, what="parameter"))) \
+                from None
 
     def check_available(self) -> None:
         """Raise FileNotFoundError naming the expected path and layout when the data is missing."""

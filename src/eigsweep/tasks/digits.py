@@ -8,22 +8,22 @@ permutation (from ``perm_seed``) to every image — the permuted variant. The sp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib.util
+
+from typing import Literal
 
 import numpy as np
-import torch
 
-from eigsweep.tasks._util import check_choice
-from eigsweep.tasks.base import Task, TaskData
+from eigsweep.config import Bool, Count, Real
+from eigsweep.tasks.base import Params, Task, TaskData
 
 
-@dataclass
-class DigitsParams:
-    input_mode: str = "tokens"     # tokens (0–16 ids) | continuous (x/16, input_dim 1)
-    permuted: bool = False
-    perm_seed: int = 0
-    test_fraction: float = 0.2
-    data_seed: int = 0
+class DigitsParams(Params):
+    input_mode: Literal["tokens", "continuous"] = "tokens"  # tokens (0–16 ids) | continuous (x/16, input_dim 1)
+    permuted: Bool = False
+    perm_seed: Count = 0
+    test_fraction: Real(gt=0, lt=1) = 0.2
+    data_seed: Count = 0
 
 
 def pixel_permutation(seed: int) -> np.ndarray:
@@ -34,19 +34,15 @@ class Digits(Task):
     Params = DigitsParams
     name = "digits"
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        check_choice(self.name, "input_mode", self.params.input_mode, ["tokens", "continuous"])
-
     def check_available(self) -> None:
-        try:
-            import sklearn.datasets  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("sklearn") is None:   # found, not imported (the DAG stays light)
             raise FileNotFoundError("task 'digits': needs scikit-learn (its bundled digits data; "
                                     "pip install scikit-learn) — nothing is downloaded") from None
 
     def load(self) -> TaskData:
+        import torch
         from sklearn.datasets import load_digits
+
         p = self.params
         self.check_available()
         d = load_digits()

@@ -10,14 +10,17 @@ Target "sequence"; pad_id 0, so the model's pooling skips the padding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from eigsweep.config import Count, PosInt, Str
 from eigsweep.tasks._util import pad_rows, resolve_dir, subsample
-from eigsweep.tasks.base import Task, TaskData
+from eigsweep.tasks.base import Params, Task, TaskData
+
+if TYPE_CHECKING:
+    import torch
 
 LAYOUT = ["train/pos", "train/neg", "test/pos", "test/neg"]
 HOW = ("Obtain aclImdb_v1.tar.gz (Large Movie Review Dataset, https://ai.stanford.edu/~amaas/data/sentiment/) "
@@ -26,13 +29,12 @@ PAD = 0
 VOCAB_SIZE = 257
 
 
-@dataclass
-class IMDbParams:
-    data_dir: str = ""          # aclImdb, or the folder containing it
-    seq_len: int = 4096         # bytes kept per review (truncate / pad)
-    n_train: int = 0            # > 0: cap (a fixed random subset)
-    n_test: int = 0
-    data_seed: int = 0
+class IMDbParams(Params):
+    data_dir: Str = ""          # aclImdb, or the folder containing it
+    seq_len: PosInt = 4096      # bytes kept per review (truncate / pad)
+    n_train: Count = 0          # > 0: cap (a fixed random subset)
+    n_test: Count = 0
+    data_seed: Count = 0
 
 
 def read_split(root: Path, split: str) -> tuple[list[bytes], list[int]]:
@@ -60,6 +62,8 @@ class IMDb(Task):
         self._root()
 
     def _load_split(self, root: Path, split: str, limit: int, seed: int):
+        import torch
+
         texts, labels = read_split(root, split)
         if not texts:
             raise FileNotFoundError(f"task 'imdb': no *.txt reviews in {root / split}/pos or /neg. {HOW}")

@@ -9,28 +9,29 @@ Mamba's setting: vocabulary 16, training length 256.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
-import torch
+from pydantic import Field
 
-from eigsweep.config import ConfigError
-from eigsweep.tasks.base import Task, TaskData
+from eigsweep.config import ConfigError, Count, Int, PosInt
+from eigsweep.tasks.base import Params, Task, TaskData
 
 
-@dataclass
-class InductionParams:
-    seq_len: int = 256
-    n_values: int = 16
-    n_train: int = 100_000
-    n_test: int = 3_000
-    data_seed: int = 0
+class InductionParams(Params):
+    seq_len: Annotated[Int, Field(ge=3)] = 256
+    n_values: PosInt = 16
+    n_train: PosInt = 100_000
+    n_test: PosInt = 3_000
+    data_seed: Count = 0
 
 
 def generate_induction(n: int, seq_len: int, n_values: int, seed: int):
     """Returns (inputs, labels), each (n, seq_len) int64."""
     if seq_len < 3:
         raise ConfigError(f"induction: seq_len must be >= 3, got {seq_len}")
+    import torch
+
     rng = np.random.default_rng(seed)
     trigger = n_values
     x = rng.integers(0, n_values, size=(n, seq_len))

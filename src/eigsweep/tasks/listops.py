@@ -20,15 +20,15 @@ import csv
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import torch
+from pydantic import model_validator
 
-from eigsweep.config import ConfigError
-from eigsweep.tasks._util import check_choice, pad_rows
-from eigsweep.tasks.base import Task, TaskData
+from eigsweep.config import ConfigError, Count, PosInt, Str
+from eigsweep.tasks._util import pad_rows
+from eigsweep.tasks.base import Params, Task, TaskData
 
 OPERATORS = ["[MIN", "[MAX", "[MED", "[SM"]
 END = "]"
@@ -40,20 +40,31 @@ VALUE_P = 0.75   # probability of a value (leaf) below max depth
 DIGITS = [str(d) for d in range(10)]
 
 
-@dataclass
-class ListOpsParams:
-    data_dir: str = ""          # folder with basic_{train,val,test}.tsv; "" = generate
-    seq_len: int = 2048         # pad/truncate length
-    min_length: int = 500       # generation: keep trees with min_length < tokens < max_length
-    max_length: int = 2000
-    max_depth: int = 10
-    max_args: int = 10
-    n_train: int = 96_000       # generation sizes; with data_dir, n_train/n_test > 0 cap the files' rows
-    n_val: int = 2_000
-    n_test: int = 2_000
-    eval_split: str = "test"    # which split TaskData.test_* holds: test | val
-    data_seed: int = 0
-    cache_dir: str = ""         # where generated TSVs are cached ("" = no cache)
+class ListOpsParams(Params):
+    data_dir: Str = ""          # folder with basic_{train,val,test}.tsv; "" = generate
+    seq_len: PosInt = 2048      # pad/truncate length
+    min_length: Count = 500     # generation: keep trees with min_length < tokens < max_length
+    max_length: PosInt = 2000
+    max_depth: PosInt = 10
+    max_args: PosInt = 10
+    n_train: Count = 96_000     # generation sizes; with data_dir, n_train/n_test > 0 cap the files' rows
+    n_val: Count = 2_000
+    n_test: Count = 2_000
+    eval_split: Literal["test", "val"] = "test"   # which split TaskData.test_* holds
+    data_seed: Count = 0
+    cache_dir: Str = ""         # where generated TSVs are cached ("" = no cache)
+
+    @model_validator(mode="after")
+    def _generable(self):
+        if not self.data_dir:
+            for key in ("n_train", self.eval_split if self.eval_split == "val" else "n_test"):
+                key = "n_val" if key == "val" else key
+                if getattr(self, key) < 1:
+                    raise ValueError(f"{key}: generated data needs at least one example (0 caps files only)")
+            if self.min_length + 1 >= self.max_length:
+                raise ValueError(f"max_length: no tree has min_length ({self.min_length}) < tokens < "
+                                 f"max_length ({self.max_length})")
+        return self
 
 
 # --- generation -------------------------------------------------------------------------------------
@@ -202,6 +213,8 @@ def encode(rows: list[tuple[str, int]], seq_len: int, where: str = ""):
             ids.append(np.array([TOKEN_ID[t] for t in toks], dtype=np.uint8))   # compact until padded
         except KeyError as e:
             raise ValueError(f"listops{where}: token {e.args[0]!r} is not in the vocabulary {VOCAB}") from None
+    import torch
+
     y = torch.tensor([t for _, t in rows], dtype=torch.long)
     return pad_rows(ids, seq_len, TOKEN_ID[PAD]), y
 
@@ -210,16 +223,12 @@ class ListOps(Task):
     Params = ListOpsParams
     name = "listops"
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        check_choice(self.name, "eval_split", self.params.eval_split, ["test", "val"])
-
     def _files(self) -> dict[str, Path]:
         p = self.params
         if p.data_dir:
             root = Path(p.data_dir).expanduser()
         elif p.cache_dir:
-            gen = {k: v for k, v in asdict(p).items() if k not in ("data_dir", "cache_dir", "eval_split",
+            gen = {k: v for k, v in p.model_dump().items() if k not in ("data_dir", "cache_dir", "eval_split",
                                                                      "seq_len")}
             key = hashlib.sha1(json.dumps(gen, sort_keys=True).encode()).hexdigest()[:12]
             root = Path(p.cache_dir).expanduser() / f"listops-{key}"

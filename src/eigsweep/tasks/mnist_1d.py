@@ -9,21 +9,20 @@ input_dim 1. Target "sequence".
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import importlib.util
 
 import numpy as np
-import torch
 
-from eigsweep.tasks.base import Task, TaskData
+from eigsweep.config import Bool, Count, PosInt, Real
+from eigsweep.tasks.base import Params, Task, TaskData
 
 
-@dataclass
-class MNIST1DParams:
-    num_samples: int = 5000      # the package defaults (4000 train / 1000 test)
-    train_split: float = 0.8
-    seed: int = 42
-    shuffle_seq: bool = False    # a fixed permutation of the 40 positions
-    final_seq_length: int = 40
+class MNIST1DParams(Params):
+    num_samples: PosInt = 5000   # the package defaults (4000 train / 1000 test)
+    train_split: Real(gt=0, lt=1) = 0.8
+    seed: Count = 42
+    shuffle_seq: Bool = False    # a fixed permutation of the 40 positions
+    final_seq_length: PosInt = 40
 
 
 class MNIST1D(Task):
@@ -31,15 +30,15 @@ class MNIST1D(Task):
     name = "mnist1d"
 
     def check_available(self) -> None:
-        try:
-            import mnist1d.data  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("mnist1d") is None:   # found, not imported (the DAG stays light)
             raise FileNotFoundError("task 'mnist1d': needs the 'mnist1d' package (pip install mnist1d); "
                                     "the data is generated locally, nothing is downloaded") from None
 
     def load(self) -> TaskData:
         self.check_available()
+        import torch
         from mnist1d.data import get_dataset_args, make_dataset
+
         p = self.params
         args = get_dataset_args()                    # ObjectView of defaults; no I/O
         args.num_samples, args.train_split, args.seed = p.num_samples, p.train_split, p.seed

@@ -7,35 +7,43 @@ Zeros left in the query region are optionally replaced by random tokens.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
+from pydantic import model_validator
 
-from eigsweep.config import ConfigError
-from eigsweep.tasks.base import Task, TaskData
-
-
-@dataclass
-class MQARParams:
-    vocab_size: int = 8192
-    seq_len: int = 512
-    num_kv_pairs: int = 64
-    n_train: int = 100_000
-    n_test: int = 3_000
-    power_a: float = 0.01
-    random_non_queries: bool = True
-    data_seed: int = 0          # data is fixed across the runs of a sweep; the run seed varies the model
+from eigsweep.config import Bool, ConfigError, Count, PosInt, Real
+from eigsweep.tasks.base import Params, Task, TaskData
 
 
-# The DSF/Zoology grid of (sequence length, KV pairs); vocabulary 8192, 100k train / 3k test each.
-ZOOLOGY_GRID = [(64, 4), (128, 8), (256, 16), (512, 64)]
-PRESETS = {
-    **{f"L{L}_kv{K}": dict(vocab_size=8192, seq_len=L, num_kv_pairs=K, n_train=100_000, n_test=3_000)
-       for L, K in ZOOLOGY_GRID},
-    "paper": dict(vocab_size=8192, seq_len=512, num_kv_pairs=64, n_train=100_000, n_test=3_000),
-    "small": dict(vocab_size=128, seq_len=64, num_kv_pairs=4, n_train=2_000, n_test=200),
-}
+def size_problem(vocab_size: int, seq_len: int, num_kv_pairs: int) -> tuple[str, str] | None:
+    """(key, problem) when these sizes cannot make MQAR examples, else None."""
+    V, L, K = vocab_size, seq_len, num_kv_pairs
+    if L % 2:
+        return "seq_len", f"must be even, got {L}"
+    if V <= L:
+        return "vocab_size", f"({V}) must exceed seq_len ({L})"
+    if 4 * K > L:
+        return "num_kv_pairs", f"need 4*num_kv_pairs <= seq_len, got num_kv_pairs={K}, seq_len={L}"
+    if K > V // 2 - 1:
+        return "num_kv_pairs", f"{K} exceeds the {V // 2 - 1} available keys (vocab_size {V})"
+    return None
+
+
+class MQARParams(Params):
+    vocab_size: PosInt = 8192
+    seq_len: PosInt = 512
+    num_kv_pairs: PosInt = 64
+    n_train: PosInt = 100_000
+    n_test: PosInt = 3_000
+    power_a: Real(gt=0) = 0.01
+    random_non_queries: Bool = True
+    data_seed: Count = 0        # data is fixed across the runs of a sweep; the run seed varies the model
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        problem = size_problem(self.vocab_size, self.seq_len, self.num_kv_pairs)
+        if problem:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        return self
 
 
 def _choose_rows(rng: np.random.Generator, n_rows: int, low: int, high: int, k: int) -> np.ndarray:
@@ -61,14 +69,11 @@ def generate_mqar(n: int, vocab_size: int, seq_len: int, num_kv_pairs: int, powe
                   random_non_queries: bool = True, seed: int = 0):
     """Returns (inputs, labels), each (n, seq_len) int64."""
     V, L, K = vocab_size, seq_len, num_kv_pairs
-    if L % 2:
-        raise ConfigError(f"mqar: seq_len must be even, got {L}")
-    if V <= L:
-        raise ConfigError(f"mqar: vocab_size ({V}) must exceed seq_len ({L})")
-    if 4 * K > L:
-        raise ConfigError(f"mqar: need 4*num_kv_pairs <= seq_len, got num_kv_pairs={K}, seq_len={L}")
-    if K > V // 2 - 1:
-        raise ConfigError(f"mqar: num_kv_pairs={K} exceeds the {V // 2 - 1} available keys")
+    problem = size_problem(V, L, K)
+    if problem:
+        raise ConfigError(f"mqar: {problem[0]} {problem[1]}")
+    import torch
+
     rng = np.random.default_rng(seed)
     context = 2 * K
     keys = _choose_rows(rng, n, 1, V // 2, K)

@@ -9,25 +9,25 @@ n_outputs 2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
-import torch
 
-from eigsweep.tasks._util import check_choice
-from eigsweep.tasks.base import Task, TaskData
+from eigsweep.config import Count, PosInt
+from eigsweep.tasks.base import Params, Task, TaskData
 
 
-@dataclass
-class ParityParams:
-    seq_len: int = 64
-    mode: str = "running"       # running | final
-    n_train: int = 20_000
-    n_test: int = 2_000
-    data_seed: int = 0
+class ParityParams(Params):
+    seq_len: PosInt = 64
+    mode: Literal["running", "final"] = "running"
+    n_train: PosInt = 20_000
+    n_test: PosInt = 2_000
+    data_seed: Count = 0
 
 
 def generate_parity(n: int, seq_len: int, mode: str, seed: int):
+    import torch
+
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 2, size=(n, seq_len))
     running = np.cumsum(x, axis=1) % 2
@@ -38,10 +38,6 @@ def generate_parity(n: int, seq_len: int, mode: str, seed: int):
 class Parity(Task):
     Params = ParityParams
     name = "parity"
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        check_choice(self.name, "mode", self.params.mode, ["running", "final"])
 
     def load(self) -> TaskData:
         p = self.params

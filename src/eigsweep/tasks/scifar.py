@@ -12,14 +12,14 @@ Target "sequence".
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import torch
 
-from eigsweep.tasks._util import check_choice, resolve_dir, subsample
-from eigsweep.tasks.base import Task, TaskData
+from eigsweep.config import Count, Str
+from eigsweep.tasks._util import resolve_dir, subsample
+from eigsweep.tasks.base import Params, Task, TaskData
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCH = "test_batch"
@@ -28,13 +28,12 @@ HOW = ("Obtain the 'CIFAR-10 python version' archive (cifar-10-python.tar.gz, "
        "https://www.cs.toronto.edu/~kriz/cifar.html) yourself and extract it; eigsweep never downloads.")
 
 
-@dataclass
-class SCIFARParams:
-    data_dir: str = ""          # cifar-10-batches-py, or the folder containing it
-    input_mode: str = "tokens"  # tokens (0–255 ids) | continuous (x/255, input_dim 1)
-    n_train: int = 0            # > 0: a fixed random subset of the 50k (for quick runs)
-    n_test: int = 0
-    data_seed: int = 0
+class SCIFARParams(Params):
+    data_dir: Str = ""          # cifar-10-batches-py, or the folder containing it
+    input_mode: Literal["tokens", "continuous"] = "tokens"  # tokens (0–255 ids) | continuous (x/255, input_dim 1)
+    n_train: Count = 0          # > 0: a fixed random subset of the 50k (for quick runs)
+    n_test: Count = 0
+    data_seed: Count = 0
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -59,10 +58,6 @@ class SCIFAR(Task):
     Params = SCIFARParams
     name = "scifar"
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        check_choice(self.name, "input_mode", self.params.input_mode, ["tokens", "continuous"])
-
     def _root(self) -> Path:
         return resolve_dir(self.name, self.params.data_dir, TRAIN_BATCHES + [TEST_BATCH],
                            ["cifar-10-batches-py"], HOW)
@@ -71,6 +66,8 @@ class SCIFAR(Task):
         self._root()
 
     def _split(self, root: Path, names: list[str], limit: int, seed: int):
+        import torch
+
         parts = [read_batch(root / n) for n in names]
         data = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])

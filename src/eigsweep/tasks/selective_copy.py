@@ -10,29 +10,34 @@ Mamba's setting: context 4096, 16 tokens to memorise, vocabulary 16.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
+from pydantic import model_validator
 
-from eigsweep.config import ConfigError
-from eigsweep.tasks.base import Task, TaskData
+from eigsweep.config import ConfigError, Count, PosInt
+from eigsweep.tasks.base import Params, Task, TaskData
 
 
-@dataclass
-class SelectiveCopyParams:
-    context_len: int = 4096
-    n_memorize: int = 16
-    n_values: int = 16          # data tokens 1…n_values
-    n_train: int = 100_000
-    n_test: int = 3_000
-    data_seed: int = 0
+class SelectiveCopyParams(Params):
+    context_len: PosInt = 4096
+    n_memorize: PosInt = 16
+    n_values: PosInt = 16       # data tokens 1…n_values
+    n_train: PosInt = 100_000
+    n_test: PosInt = 3_000
+    data_seed: Count = 0
+
+    @model_validator(mode="after")
+    def _fits(self):
+        if self.n_memorize > self.context_len:
+            raise ValueError(f"n_memorize: {self.n_memorize} exceeds context_len ({self.context_len})")
+        return self
 
 
 def generate_selective_copy(n: int, context_len: int, n_memorize: int, n_values: int, seed: int):
     """Returns (inputs, labels), each (n, context_len + n_memorize) int64."""
     if n_memorize > context_len:
         raise ConfigError(f"selective_copy: n_memorize ({n_memorize}) exceeds context_len ({context_len})")
+    import torch
+
     rng = np.random.default_rng(seed)
     L = context_len + n_memorize
     data = rng.integers(1, n_values + 1, size=(n, n_memorize))

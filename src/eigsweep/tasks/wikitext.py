@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
+from pydantic import model_validator
 
-from eigsweep.config import ConfigError
-from eigsweep.tasks._util import check_choice, resolve_dir
-from eigsweep.tasks.base import Task, TaskData
+from eigsweep.config import Count, PosInt, Str
+from eigsweep.tasks._util import resolve_dir
+from eigsweep.tasks.base import Params, Task, TaskData
+
+if TYPE_CHECKING:
+    import torch
 
 HOW = ("Obtain WikiText-103 (wikitext-103-v1.zip, or wikitext-103-raw-v1.zip for variant raw; Merity et al. "
        "2016, e.g. the Salesforce release) yourself and extract it; eigsweep never downloads.")
@@ -37,18 +40,26 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 ENDOFTEXT = "<|endoftext|>"
 
 
-@dataclass
-class WikiTextParams:
-    data_dir: str = ""
-    variant: str = "tokens"         # tokens (wiki.*.tokens) | raw (wiki.*.raw)
-    tokenizer: str = "byte"         # byte | gpt2
-    tokenizer_file: str = ""        # gpt2: a local tokenizer.json
-    bpe_vocab_file: str = ""        # gpt2: a local encoder.json / vocab.json
-    bpe_merges_file: str = ""       # gpt2: a local vocab.bpe / merges.txt
-    block_size: int = 1024
-    eval_split: str = "test"        # test | valid
-    max_train_tokens: int = 0       # > 0: cap the training stream (first tokens)
-    max_test_tokens: int = 0
+class WikiTextParams(Params):
+    data_dir: Str = ""
+    variant: Literal["tokens", "raw"] = "tokens"    # tokens (wiki.*.tokens) | raw (wiki.*.raw)
+    tokenizer: Literal["byte", "gpt2"] = "byte"
+    tokenizer_file: Str = ""        # gpt2: a local tokenizer.json
+    bpe_vocab_file: Str = ""        # gpt2: a local encoder.json / vocab.json
+    bpe_merges_file: Str = ""       # gpt2: a local vocab.bpe / merges.txt
+    block_size: PosInt = 1024
+    eval_split: Literal["test", "valid"] = "test"
+    max_train_tokens: Count = 0     # > 0: cap the training stream (first tokens)
+    max_test_tokens: Count = 0
+
+    @model_validator(mode="after")
+    def _local_vocabulary(self):
+        if self.tokenizer == "gpt2" and not self.tokenizer_file and not (self.bpe_vocab_file and self.bpe_merges_file):
+            raise ValueError(
+                "tokenizer: gpt2 needs local GPT-2 vocabulary files — set tokenizer_file (a tokenizer.json) or "
+                "both bpe_vocab_file (encoder.json/vocab.json) and bpe_merges_file (vocab.bpe/merges.txt); "
+                "eigsweep never downloads them. Or use tokenizer: byte.")
+        return self
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -139,18 +150,6 @@ class WikiText(Task):
     Params = WikiTextParams
     name = "wikitext"
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        p = self.params
-        check_choice(self.name, "variant", p.variant, ["tokens", "raw"])
-        check_choice(self.name, "tokenizer", p.tokenizer, ["byte", "gpt2"])
-        check_choice(self.name, "eval_split", p.eval_split, ["test", "valid"])
-        if p.tokenizer == "gpt2" and not p.tokenizer_file and not (p.bpe_vocab_file and p.bpe_merges_file):
-            raise ConfigError(
-                "task 'wikitext': tokenizer gpt2 needs local GPT-2 vocabulary files — set tokenizer_file "
-                "(a tokenizer.json) or both bpe_vocab_file (encoder.json/vocab.json) and bpe_merges_file "
-                "(vocab.bpe/merges.txt); eigsweep never downloads them. Or use tokenizer: byte.")
-
     def _files(self) -> list[str]:
         ext = self.params.variant
         return [f"wiki.train.{ext}", f"wiki.{self.params.eval_split}.{ext}"]
@@ -170,6 +169,8 @@ class WikiText(Task):
                         f"(encoder.json + vocab.bpe, or vocab.json + merges.txt, or tokenizer.json).")
 
     def _stream(self, path: Path, enc: _Encoder, limit: int) -> torch.Tensor:
+        import torch
+
         text = path.read_text(encoding="utf-8")
         ids = enc.encode(text)
         ids = ids[:limit] if limit else ids
