@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from eigsweep import registry, spectrum
 from eigsweep.config import RunSpec
@@ -29,6 +30,9 @@ from eigsweep.train import (BatchOrder, Preempted, TaskTensors, autocast, compil
                             train_run)
 
 log = logging.getLogger("eigsweep.pack")
+# attention kernels used under vmap: cuDNN's is left out (on an H200 its vmapped backward gave NaN gradients
+# from the first step, and torch.compile cannot trace it)
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 __all__ = ["train_pack", "pack_key", "Pack", "StackedAdamW"]
 
@@ -151,7 +155,7 @@ class Pack:
 
     def batch_loss(self, x, positions, y):
         in_dims = (0, 0, 0, None if positions is None else 0, 0)
-        with autocast(self.device):
+        with autocast(self.device), sdpa_kernel(SDPA_BACKENDS):
             return vmap(self.member_loss, in_dims=in_dims)(self.params, self.buffers, x, positions, y)
 
     def train_step(self) -> None:
@@ -176,7 +180,7 @@ class Pack:
         fwd = vmap(self.forward, in_dims=(0, 0, None, None))
         per_member = vmap(eval_sums, in_dims=(0, None))
         sums = 0
-        with autocast(self.device):
+        with autocast(self.device), sdpa_kernel(SDPA_BACKENDS):
             for s in range(0, len(t.test_x), bs):
                 pos = None if t.test_pos is None else t.test_pos[s : s + bs]
                 sums = sums + per_member(fwd(self.params, self.buffers, t.test_x[s : s + bs], pos), t.test_y[s : s + bs])
