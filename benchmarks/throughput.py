@@ -10,7 +10,7 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
 - "solo": eigsweep.train.Trainer.train_step (see train.py);
 - "pack N": eigsweep.pack.Pack.train_step with N members (seeds), until memory ends.
 MFU: model FLOPs of one step of the new path (counted by torch.utils.flop_counter: forward + backward, logits at
-labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). Then
+labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
 ms/step of every registered model on the new solo path, as a ratio to softmax.
 """
 from __future__ import annotations
@@ -162,7 +162,22 @@ def main():
     peak = matmul_rate(device)
     print(f"# measured matmul rate: {peak / 1e12:.0f} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'})",
           flush=True)
-    print("| model | path | run-steps/s | ms/step | × solo 0041d10 | MFU |\n|---|---|---:|---:|---:|---:|", flush=True)
+    print("| model | solo ms/step (new path) | × softmax |\n|---|---:|---:|", flush=True)
+    ref = None
+    for arch in args.all_models:
+        try:
+            trainer = Trainer(make_spec(args, arch))
+            ms = 1000 * time_steps(trainer.train_step, device, 3, max(3, args.repeat // 2))
+        except Exception as e:  # noqa: BLE001  a model that cannot run at this size is reported, not fatal
+            print(f"| {arch} | failed: {type(e).__name__}: {str(e)[:60]} | |", flush=True)
+            continue
+        finally:
+            trainer = None
+            free(device)
+        ref = ref or (ms if arch == "softmax" else None)
+        print(f"| {arch} | {ms:.2f} | {ms / ref:.2f} |" if ref else f"| {arch} | {ms:.2f} | – |", flush=True)
+
+    print("\n| model | path | run-steps/s | ms/step | × solo 0041d10 | MFU |\n|---|---|---:|---:|---:|---:|", flush=True)
     for arch in args.models:
         trainer = Trainer(make_spec(args, arch))
         flops = step_flops(trainer)
@@ -196,20 +211,6 @@ def main():
                 print(f"| {arch} | pack {largest}, compiled | failed: {type(e).__name__}: {str(e)[:80]} | | | |")
             pack = None
             free(device)
-    print("\n| model | solo ms/step (new path) | × softmax |\n|---|---:|---:|", flush=True)
-    ref = None
-    for arch in args.all_models:
-        try:
-            trainer = Trainer(make_spec(args, arch))
-            ms = 1000 * time_steps(trainer.train_step, device, 3, max(3, args.repeat // 2))
-        except Exception as e:  # noqa: BLE001  a model that cannot run at this size is reported, not fatal
-            print(f"| {arch} | failed: {type(e).__name__}: {str(e)[:60]} | |", flush=True)
-            continue
-        finally:
-            trainer = None
-            free(device)
-        ref = ref or (ms if arch == "softmax" else None)
-        print(f"| {arch} | {ms:.2f} | {ms / ref:.2f} |" if ref else f"| {arch} | {ms:.2f} | – |", flush=True)
 
 
 if __name__ == "__main__":
