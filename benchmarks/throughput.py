@@ -197,7 +197,7 @@ def main():
                 pack = Pack([make_spec(args, arch, seed=s, lr=1e-3 * (1 + s % 4)) for s in range(n)], ["-"] * n)
                 row(f"pack {n}", n / time_steps(pack.train_step, device, 3, args.repeat))
                 largest = n
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 print(f"| {arch} | pack {n} | out of memory | | | |", flush=True)
                 break
             finally:

@@ -67,6 +67,13 @@ def test_unpackable_mixer_falls_back_to_solo(tmp_path, monkeypatch):
     assert registry.mixer_info("mamba").packable is False
 
 
+def test_pack_of_one_trains_solo(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(Pack, "__init__", lambda *a, **k: built.append(1))
+    (ds,) = train_pack([spec(steps=20)], [tmp_path / "a.nc"], **F64)
+    assert not built and ds.steps_done.item() == 20
+
+
 def test_pack_key_groups_seeds_and_lrs_only():
     a = spec(seed=0, lr=1e-3)
     assert pack_key(a) == pack_key(spec(seed=5, lr=1e-2))

@@ -321,11 +321,11 @@ class Pack:
 def train_pack(specs: list[RunSpec], outs: list, checkpoint=None, on_start=None, **options) -> list:
     """Train ``specs`` (one pack key) as one pack, writing each member's result file to ``outs`` as it
     finishes; returns their Datasets. A mixer marked ``packable=False`` trains its runs solo, one after the
-    other (checkpoint ``<checkpoint>.<i>``). ``on_start(pack)`` may route a preemption signal to
+    other (checkpoint ``<checkpoint>.<i>``), and so does a single run. ``on_start(pack)`` may route a preemption signal to
     ``pack.stop_requested``; ``options``: dtype, compile."""
     if len(specs) != len(outs):
         raise ValueError(f"{len(specs)} runs but {len(outs)} output paths")
-    if not registry.mixer_info(specs[0].arch).packable:
+    if len(specs) == 1 or not registry.mixer_info(specs[0].arch).packable:   # a pack of 1 is faster solo
         ckpt = (lambda i: f"{checkpoint}.{i}") if checkpoint else (lambda i: None)
         return [train_run(s, o, ckpt(i), on_start, **options) for i, (s, o) in enumerate(zip(specs, outs))]
     pack = Pack(specs, outs, checkpoint, **options)

@@ -85,11 +85,13 @@ class BatchOrder:
 def labelled_positions(y: torch.Tensor, x: torch.Tensor):
     """Token targets (N, L) → (positions (N, K), labels (N, K)): the K = max labelled-per-row positions of
     each row (unlabelled fill positions carry −100), so the head sees K positions instead of L. Sequence
-    targets (N,) → (None, y)."""
+    targets (N,), and token targets labelled at over half the positions → (None, y)."""
     if y.dim() != 2:
         return None, y
     mask = y != -100
     k = max(1, int(mask.sum(1).max()))
+    if 2 * k > y.shape[1]:   # mostly labelled (language modelling): all positions, no index tensor
+        return None, y
     positions = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :k]
     return positions, y.gather(1, positions)
 
