@@ -177,7 +177,8 @@ def main():
         ref = ref or (ms if arch == "softmax" else None)
         print(f"| {arch} | {ms:.2f} | {ms / ref:.2f} |" if ref else f"| {arch} | {ms:.2f} | – |", flush=True)
 
-    print("\n| model | path | run-steps/s | ms/step | × solo 0041d10 | MFU |\n|---|---|---:|---:|---:|---:|", flush=True)
+    print("\n| model | path | run-steps/s | ms/step | × solo 0041d10 | MFU |", flush=True)
+    print("|---|---|---:|---:|---:|---:|", flush=True)
     for arch in args.models:
         trainer = Trainer(make_spec(args, arch))
         flops = step_flops(trainer)

@@ -168,7 +168,8 @@ class Pack:
         finite = torch.isfinite(losses.detach())
         self.diverged_at = torch.where(self.active & ~finite & (self.diverged_at < 0), self.step, self.diverged_at)
         self.active = self.active & finite
-        clip_per_member([p.grad for p in self.params if p.grad is not None], self.tc.grad_clip)   # a NaN stays in its own member
+        # per member: a NaN gradient stays in its own member (whose update is masked from now on)
+        clip_per_member([p.grad for p in self.params if p.grad is not None], self.tc.grad_clip)
         self.opt.step(self.lr[self.step], self.active)
         self.step += 1
         self.pending.append(losses.detach())
@@ -183,7 +184,8 @@ class Pack:
         with autocast(self.device), sdpa_kernel(SDPA_BACKENDS):
             for s in range(0, len(t.test_x), bs):
                 pos = None if t.test_pos is None else t.test_pos[s : s + bs]
-                sums = sums + per_member(fwd(self.params, self.buffers, t.test_x[s : s + bs], pos), t.test_y[s : s + bs])
+                logits = fwd(self.params, self.buffers, t.test_x[s : s + bs], pos)
+                sums = sums + per_member(logits, t.test_y[s : s + bs])
         return [eval_result(row) for row in sums.tolist()]
 
     def load_member(self, i: int):
@@ -321,8 +323,8 @@ class Pack:
 def train_pack(specs: list[RunSpec], outs: list, checkpoint=None, on_start=None, **options) -> list:
     """Train ``specs`` (one pack key) as one pack, writing each member's result file to ``outs`` as it
     finishes; returns their Datasets. A mixer marked ``packable=False`` trains its runs solo, one after the
-    other (checkpoint ``<checkpoint>.<i>``), and so does a single run. ``on_start(pack)`` may route a preemption signal to
-    ``pack.stop_requested``; ``options``: dtype, compile."""
+    other (checkpoint ``<checkpoint>.<i>``), and so does a single run. ``on_start(pack)`` may route a
+    preemption signal to ``pack.stop_requested``; ``options``: dtype, compile."""
     if len(specs) != len(outs):
         raise ValueError(f"{len(specs)} runs but {len(outs)} output paths")
     if len(specs) == 1 or not registry.mixer_info(specs[0].arch).packable:   # a pack of 1 is faster solo

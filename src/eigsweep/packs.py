@@ -1,7 +1,8 @@
 """Which runs may train together in one pack (pure Python: the Snakefile groups runs with this).
 
 Members of a pack share everything but their seed, learning rate, warm-up, final lr ratio and target accuracy
-(and the names of their sweep and modification): architecture, task, model shape and training settings. See eigsweep.pack for the engine.
+(and the names of their sweep and modification): architecture, task, model shape and training settings.
+See eigsweep.pack for the engine.
 """
 from __future__ import annotations
 
