@@ -136,3 +136,28 @@ def test_spectral_parameters_are_exempt_from_weight_decay():
     for name in ("nu_log", "theta_log", "gamma_log"):
         assert id(getattr(lru, name)) in groups[0.0]
     assert id(t.model.embed.weight) in groups[spec.train.weight_decay]
+
+
+def test_logits_at_labelled_positions_give_the_same_loss_and_accuracy():
+    torch.manual_seed(0)
+    spec = tiny_spec()
+    t = Trainer(spec, dtype=torch.float64)
+    x, y = t.data.train_x[:8], t.data.train_y[:8]
+    pos, lab = train_mod.labelled_positions(t.data.train_y, t.data.train_x)
+    assert pos.shape[1] == 2 and (lab != -100).all()          # MQAR tiny: 2 queries per sequence
+    full = train_mod.loss_fn(t.model(x), y)
+    gathered = train_mod.loss_fn(t.model(x, pos[:8]), lab[:8])
+    torch.testing.assert_close(full, gathered, rtol=1e-12, atol=0)
+    a = train_mod.evaluate(t.model, t.data.test_x, t.data.test_y, 16, "cpu")
+    b = train_mod.evaluate(t.model, t.tensors.test_x, t.tensors.test_y, 16, "cpu", t.tensors.test_pos)
+    assert a["acc"] == b["acc"] and abs(a["loss"] - b["loss"]) < 1e-12
+
+
+def test_batch_order_is_a_function_of_seed_and_step():
+    order = train_mod.BatchOrder([3, 4], batch_size=5, n=12, device="cpu")
+    steps = [order.indices(s) for s in range(7)]                 # crosses epoch boundaries
+    fresh = train_mod.BatchOrder([3, 4], batch_size=5, n=12, device="cpu")
+    assert torch.equal(fresh.indices(5), steps[5])
+    epoch0 = torch.cat([steps[0], steps[1], steps[2][:, :2]], dim=1)
+    assert all(sorted(row.tolist()) == list(range(12)) for row in epoch0)   # each epoch a permutation
+    assert not torch.equal(steps[0][0], steps[0][1])                         # members differ

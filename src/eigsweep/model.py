@@ -1,4 +1,9 @@
-"""The token model: embedding → pre-norm residual blocks (mixer [+ output gate] [+ MLP]) → norm → head."""
+"""The token model: embedding → pre-norm residual blocks (mixer [+ output gate] [+ MLP]) → norm → head.
+
+Under CUDA bf16 autocast (training) only mixers in BF16_MIXERS compute in bf16; the others run in float32 (TF32
+matmuls), since their scans take cumulative sums and exponentials of log-decays, which bf16 cannot carry
+(a cumsum of 64 log-decays near −100 loses about 0.5 in bf16). The embedding, gate, MLP and head use bf16.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,15 +16,19 @@ from eigsweep import registry
 from eigsweep.config import ModelConfig
 from eigsweep.mixers.base import RMSNorm
 
+# mixers whose forward is safe in bf16 autocast: SDPA keeps its softmax statistics in float32
+BF16_MIXERS = frozenset({"softmax"})
+
 
 def make_norm(kind: str, d: int) -> nn.Module:
     return RMSNorm(d) if kind == "rmsnorm" else nn.LayerNorm(d)
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, mixer_cls, layer_idx: int):
+    def __init__(self, cfg: ModelConfig, mixer_cls, layer_idx: int, bf16_safe: bool = False):
         super().__init__()
         d = cfg.d_model
+        self.bf16_safe = bf16_safe
         self.norm = make_norm(cfg.norm, d)
         self.mixer = mixer_cls(cfg, layer_idx)
         self.gate = None
@@ -38,7 +47,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.mixer_input(x)
-        y = self.mixer(u)
+        if not self.bf16_safe and u.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+            with torch.autocast("cuda", enabled=False):
+                y = self.mixer(u.float())
+        else:
+            y = self.mixer(u)
         if self.gate is not None:
             y = y * F.silu(self.gate(u))
         x = x + y
@@ -48,7 +61,8 @@ class Block(nn.Module):
 
 
 class SequenceModel(nn.Module):
-    """``target`` "token": logits per position (B, L, n_outputs); "sequence": pooled logits (B, n_outputs)."""
+    """``target`` "token": logits per position (B, L, n_outputs), or at ``positions`` (B, K) only (B, K,
+    n_outputs): training needs logits at labelled positions alone; "sequence": pooled logits (B, n_outputs)."""
 
     def __init__(self, arch: str, cfg: ModelConfig, vocab_size: int, n_outputs: int,
                  target: str = "token", input_dim: int = 0, max_len: int = 0, pad_id: int = -1):
@@ -61,7 +75,7 @@ class SequenceModel(nn.Module):
             if max_len <= 0:
                 raise ValueError("pos_embedding 'learned' needs max_len (the task's sequence length)")
             self.pos = nn.Embedding(max_len, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg, mixer_cls, i) for i in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, mixer_cls, i, arch in BF16_MIXERS) for i in range(cfg.n_layers))
         self.norm = make_norm(cfg.norm, cfg.d_model)
         self.head = nn.Linear(cfg.d_model, n_outputs)
 
@@ -71,14 +85,15 @@ class SequenceModel(nn.Module):
             h = h + self.pos(torch.arange(x.shape[1], device=x.device))
         return h
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         h = self.embed_tokens(x)
         for block in self.blocks:
             h = block(h)
-        h = self.norm(h)
         if self.target == "sequence":
-            h = self.pool(h, x)
-        return self.head(h)
+            return self.head(self.pool(self.norm(h), x))
+        if positions is not None:   # the norm is per position: gathering first gives the same values
+            h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))
+        return self.head(self.norm(h))
 
     def pool(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Mean over, or last of, the non-padding positions (inputs are right-padded with pad_id)."""

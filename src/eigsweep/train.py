@@ -3,11 +3,19 @@
 AdamW, linear warm-up + cosine decay, gradient clipping, periodic evaluation, early stop at a target
 accuracy. The batch order is a pure function of (seed, step), so a run resumed from a checkpoint continues
 exactly as an uninterrupted one would (bit-identical on CPU).
+
+The step is built for small models on a big GPU: the training data lives on the device and batches are
+drawn there, token tasks compute logits at labelled positions only (MQAR labels 64 of 512), CUDA runs
+under bf16 autocast (see model.BF16_MIXERS) with a fused AdamW, and the loop never waits for the device:
+losses stay on it and are read at evaluations, spectrum steps and checkpoints, where a non-finite loss marks
+the run diverged from its first non-finite step. ``EIGSWEEP_COMPILE=1`` (or ``compile=True``) wraps the
+loss in torch.compile; it changes speed, not results, so it is no part of the run's configuration.
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +42,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def compile_requested(compile: bool | None) -> bool:
+    return os.environ.get("EIGSWEEP_COMPILE", "0") not in ("", "0") if compile is None else compile
+
+
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -41,43 +53,132 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def batch_indices(seed: int, step: int, batch_size: int, n: int) -> torch.Tensor:
-    """Indices of the batch at ``step``: epochs are seeded permutations, so any step is reproducible."""
-    start = step * batch_size
-    idx = []
-    while len(idx) < batch_size:
-        epoch, offset = divmod(start + len(idx), n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        idx.extend(perm[offset : offset + batch_size - len(idx)].tolist())
-    return torch.tensor(idx)
+class BatchOrder:
+    """Batch indices (members, batch) at any step for one seed per member: epochs are seeded permutations
+    drawn on the device, one per epoch (not per step), so any step is reproducible from (seed, step)."""
+
+    def __init__(self, seeds: list[int], batch_size: int, n: int, device):
+        self.seeds, self.batch_size, self.n, self.device = list(seeds), batch_size, n, torch.device(device)
+        self.perms = {}   # epoch -> (members, n), the last two epochs kept
+
+    def epoch(self, e: int) -> torch.Tensor:
+        if e not in self.perms:
+            g = torch.Generator(self.device)
+            rows = []
+            for s in self.seeds:
+                g.manual_seed(s * 1_000_003 + e)
+                rows.append(torch.randperm(self.n, generator=g, device=self.device))
+            self.perms = {k: v for k, v in self.perms.items() if k == e - 1}
+            self.perms[e] = torch.stack(rows)
+        return self.perms[e]
+
+    def indices(self, step: int) -> torch.Tensor:
+        start, parts, need = step * self.batch_size, [], self.batch_size
+        while need:
+            e, offset = divmod(start, self.n)
+            part = self.epoch(e)[:, offset : offset + need]
+            parts.append(part)
+            start, need = start + part.shape[1], need - part.shape[1]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def labelled_positions(y: torch.Tensor, x: torch.Tensor):
+    """Token targets (N, L) → (positions (N, K), labels (N, K)): the K = max labelled-per-row positions of
+    each row (unlabelled fill positions carry −100), so the head sees K positions instead of L. Sequence
+    targets (N,), and token targets labelled at over half the positions → (None, y)."""
+    if y.dim() != 2:
+        return None, y
+    mask = y != -100
+    k = max(1, int(mask.sum(1).max()))
+    if 2 * k > y.shape[1]:   # mostly labelled (language modelling): all positions, no index tensor
+        return None, y
+    positions = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :k]
+    return positions, y.gather(1, positions)
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=-100)
+    logits = logits.reshape(-1, logits.shape[-1])
+    if logits.dtype in (torch.bfloat16, torch.float16):
+        logits = logits.float()
+    return F.cross_entropy(logits, y.reshape(-1), ignore_index=-100)
 
 
-@torch.no_grad()
-def evaluate(model, x, y, batch_size: int, device) -> dict:
-    """Accuracy over labelled positions (token targets) or sequences, mean loss, perplexity."""
-    model.eval()
-    correct = total = 0
-    loss_sum = 0.0
-    for s in range(0, len(x), batch_size):
-        xb, yb = x[s : s + batch_size].to(device), y[s : s + batch_size].to(device)
-        logits = model(xb)
-        mask = yb != -100
-        n = int(mask.sum())
-        loss_sum += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), yb.reshape(-1),
-                                          ignore_index=-100, reduction="sum"))
-        correct += int(((logits.argmax(-1) == yb) & mask).sum())
-        total += n
-    model.train()
+def autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def eval_sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(summed loss, correct, labelled count) of one batch, as one tensor (no host synchronisation)."""
+    logits = logits.reshape(-1, logits.shape[-1])
+    logits = logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+    y = y.reshape(-1)
+    mask = y != -100
+    loss = F.cross_entropy(logits, y, ignore_index=-100, reduction="sum")
+    return torch.stack([loss, ((logits.argmax(-1) == y) & mask).sum().to(loss.dtype), mask.sum().to(loss.dtype)])
+
+
+def eval_result(sums) -> dict:
+    loss_sum, correct, total = (float(v) for v in sums)
     loss = loss_sum / max(total, 1)
     return dict(acc=correct / max(total, 1), loss=loss, ppl=math.exp(min(loss, 700.0)))
 
 
+@torch.no_grad()
+def evaluate(model, x, y, batch_size: int, device, positions=None) -> dict:
+    """Accuracy over labelled positions (token targets) or sequences, mean loss, perplexity; ``positions``
+    (from labelled_positions) restricts the logits to labelled positions, with the same result."""
+    model.eval()
+    sums = 0
+    with autocast(torch.device(device)):
+        for s in range(0, len(x), batch_size):
+            pos = None if positions is None else positions[s : s + batch_size].to(device)
+            sums = sums + eval_sums(model(x[s : s + batch_size].to(device), pos), y[s : s + batch_size].to(device))
+    model.train()
+    return eval_result(sums.tolist())
+
+
+class TaskTensors:
+    """A task's splits on the device, token targets as (positions, labels) at labelled positions."""
+
+    def __init__(self, spec: RunSpec, device, dtype=None):
+        task = registry.task_class(spec.task_name)(**{k: v for k, v in spec.task_params.items() if k != "name"})
+        task.check_available()
+        self.data = d = task.load()
+        fix = (lambda t: t.to(dtype) if dtype is not None and t.is_floating_point() else t)
+        n_test = min(len(d.test_x), spec.eval.max_test_examples)
+        self.train_x = fix(d.train_x).to(device)
+        self.train_pos, self.train_y = labelled_positions(d.train_y, d.train_x)
+        self.train_pos = None if self.train_pos is None else self.train_pos.to(device)
+        self.train_y = self.train_y.to(device)
+        self.test_x = fix(d.test_x[:n_test]).to(device)
+        self.test_pos, self.test_y = labelled_positions(d.test_y[:n_test], d.test_x[:n_test])
+        self.test_pos = None if self.test_pos is None else self.test_pos.to(device)
+        self.test_y = self.test_y.to(device)
+        self.eval_batch = fix(d.test_x[: spec.eval.n_samples])          # fixed batch for the spectra
+
+    def batch(self, idx: torch.Tensor):
+        pos = None if self.train_pos is None else self.train_pos[idx]
+        return self.train_x[idx], pos, self.train_y[idx]
+
+
+def new_model(spec: RunSpec, data, device, dtype=None):
+    """The run's model, initialised from its seed (what a pack member starts from, too)."""
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.arch, vocab_size=data.vocab_size, n_outputs=data.n_outputs, target=data.target,
+                        input_dim=data.input_dim, max_len=data.train_x.shape[1], pad_id=data.pad_id, cfg=spec.model)
+    return model.to(device=device, dtype=dtype)
+
+
+def no_decay_names(model) -> set[str]:
+    """Parameters without weight decay: 1-D ones and those a module lists in ``no_weight_decay``."""
+    exempt = {id(getattr(m, n)) for m in model.modules() for n in getattr(m, "no_weight_decay", ())}
+    return {name for name, p in model.named_parameters() if p.dim() < 2 or id(p) in exempt}
+
+
 class Trainer:
-    def __init__(self, spec: RunSpec, checkpoint_path: str | Path | None = None):
+    def __init__(self, spec: RunSpec, checkpoint_path: str | Path | None = None, dtype: torch.dtype | None = None,
+                 compile: bool | None = None):
+        """``dtype``: train in this dtype (tests use float64); None: the model's own (float32)."""
         self.spec = spec
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.stop_requested = False
@@ -88,24 +189,21 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        task = registry.task_class(spec.task_name)(**{k: v for k, v in spec.task_params.items() if k != "name"})
-        task.check_available()
-        self.data = task.load()
-        d = self.data
-        n_test = min(len(d.test_x), spec.eval.max_test_examples)
-        self.test_x, self.test_y = d.test_x[:n_test], d.test_y[:n_test]
-        self.eval_batch = d.test_x[: spec.eval.n_samples]          # fixed batch for the spectra
-        torch.manual_seed(spec.seed)
-        self.model = build_model(spec.arch, vocab_size=d.vocab_size, n_outputs=d.n_outputs, target=d.target,
-                                 input_dim=d.input_dim, max_len=d.train_x.shape[1], pad_id=d.pad_id,
-                                 cfg=spec.model).to(self.device)
-        exempt = {id(getattr(m, n)) for m in self.model.modules() for n in getattr(m, "no_weight_decay", ())}
-        decay = [p for p in self.model.parameters() if p.dim() >= 2 and id(p) not in exempt]
-        no_decay = [p for p in self.model.parameters() if p.dim() < 2 or id(p) in exempt]
-        self.opt = torch.optim.AdamW([dict(params=decay, weight_decay=tc.weight_decay),
-                                      dict(params=no_decay, weight_decay=0.0)], lr=spec.lr, betas=tuple(tc.betas))
+        self.tensors = TaskTensors(spec, self.device, dtype)
+        self.data = self.tensors.data
+        self.eval_batch = self.tensors.eval_batch
+        self.model = new_model(spec, self.data, self.device, dtype)
+        exempt = no_decay_names(self.model)
+        named = list(self.model.named_parameters())
+        self.opt = torch.optim.AdamW(
+            [dict(params=[p for n, p in named if n not in exempt], weight_decay=tc.weight_decay),
+             dict(params=[p for n, p in named if n in exempt], weight_decay=0.0)],
+            lr=spec.lr, betas=tuple(tc.betas), fused=self.device.type == "cuda")
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio))
+        self.order = BatchOrder([spec.seed], tc.batch_size, len(self.tensors.train_x), self.device)
+        self.loss = torch.compile(self.batch_loss) if compile_requested(compile) else self.batch_loss
+        self.pending = []     # losses on the device since the last read
         self.step = 0
         self.curve = dict(train_step=[], train_loss=[], eval_step=[], test_acc=[], test_loss=[], test_ppl=[])
         self.stages, self.during = {}, {}
@@ -146,12 +244,46 @@ class Trainer:
         return spectrum.measure(self.model, self.eval_batch)
 
     def evaluate(self) -> dict:
-        r = evaluate(self.model, self.test_x, self.test_y, self.spec.eval.batch_size, self.device)
+        t = self.tensors
+        r = evaluate(self.model, t.test_x, t.test_y, self.spec.eval.batch_size, self.device, t.test_pos)
         self.curve["eval_step"].append(self.step)
         self.curve["test_acc"].append(r["acc"])
         self.curve["test_loss"].append(r["loss"])
         self.curve["test_ppl"].append(r["ppl"])
         return r
+
+    def batch_loss(self, x, positions, y):
+        with autocast(self.device):
+            return loss_fn(self.model(x, positions), y)
+
+    def train_step(self) -> None:
+        """One optimisation step, queued on the device (nothing here waits for it)."""
+        x, positions, y = self.tensors.batch(self.order.indices(self.step)[0])
+        loss = self.loss(x, positions, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.train.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        self.pending.append(loss.detach())
+
+    def read_losses(self) -> bool:
+        """Move the queued losses into the curve (one synchronisation); False if the run diverged, which it
+        did at its first non-finite loss: the step count and curve then end just before it."""
+        if not self.pending:
+            return self.status == "ok"
+        values = torch.stack(self.pending).tolist()
+        first = self.step - len(values)
+        self.pending = []
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                log.warning("%s diverged at step %d (loss %s)", self.spec.run_id, first + i, v)
+                self.status, self.done, self.step = "diverged", True, first + i
+                return False
+            self.curve["train_step"].append(first + i + 1)
+            self.curve["train_loss"].append(v)
+        return True
 
     def train(self) -> None:
         tc, spec = self.spec.train, self.spec
@@ -160,39 +292,33 @@ class Trainer:
             self.stages["init"] = self.during[0] = self.measure()
         start = time.perf_counter() - self.elapsed
         self.model.train()
-        n = len(self.data.train_x)
         while not self.done and self.step < tc.steps:
             if self.stop_requested:
+                if not self.read_losses():
+                    break
                 self.elapsed = time.perf_counter() - start
                 self.save_checkpoint()
                 raise Preempted(f"{spec.run_id}: stopped at step {self.step}, checkpoint saved")
-            idx = batch_indices(spec.seed, self.step, tc.batch_size, n)
-            xb, yb = self.data.train_x[idx].to(self.device), self.data.train_y[idx].to(self.device)
-            loss = loss_fn(self.model(xb), yb)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                log.warning("%s diverged at step %d (loss %s)", spec.run_id, self.step, loss_value)
-                self.status, self.done = "diverged", True
+            self.train_step()
+            evaluating = self.step % tc.eval_every == 0 or self.step == tc.steps
+            checkpointing = tc.checkpoint_every and self.step % tc.checkpoint_every == 0
+            if not (evaluating or checkpointing or self.step in spectrum_steps):
+                continue
+            if not self.read_losses():
                 break
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-            self.opt.step()
-            self.sched.step()
-            self.step += 1
-            self.curve["train_step"].append(self.step)
-            self.curve["train_loss"].append(loss_value)
             if self.step in spectrum_steps:
                 self.during[self.step] = self.measure()
-            if self.step % tc.eval_every == 0 or self.step == tc.steps:
+            if evaluating:
                 r = self.evaluate()
-                log.info("%s step %d loss %.4f test acc %.4f", spec.run_id, self.step, loss_value, r["acc"])
+                log.info("%s step %d loss %.4f test acc %.4f", spec.run_id, self.step, self.curve["train_loss"][-1],
+                         r["acc"])
                 if r["acc"] >= tc.target_acc:
                     log.info("%s reached target accuracy %.3f at step %d", spec.run_id, tc.target_acc, self.step)
                     self.done = True
-            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+            if checkpointing:
                 self.elapsed = time.perf_counter() - start
                 self.save_checkpoint()
+        self.read_losses()
         self.done = True
         if self.status == "ok" and (not self.curve["eval_step"] or self.curve["eval_step"][-1] != self.step):
             self.evaluate()
@@ -216,12 +342,13 @@ def nan_like(ds):
     return out
 
 
-def train_run(spec: RunSpec, out_path: str | Path, checkpoint_path: str | Path | None = None, on_start=None):
+def train_run(spec: RunSpec, out_path: str | Path, checkpoint_path: str | Path | None = None, on_start=None,
+              **trainer_options):
     """Train ``spec`` and write its result file atomically to ``out_path``; returns the Dataset.
 
     ``on_start(trainer)``, if given, is called before training (eigsweep.launch uses it to route the Slurm
     preemption signal to ``trainer.stop_requested``)."""
-    trainer = Trainer(spec, checkpoint_path)
+    trainer = Trainer(spec, checkpoint_path, **trainer_options)
     if on_start is not None:
         on_start(trainer)
     trainer.train()

@@ -1,0 +1,47 @@
+"""Where a pack's step spends its GPU time: the top kernels of a few profiled steps, per model.
+
+    python benchmarks/profile_pack.py --members 32 --models softmax mamba2 deltanet
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import throughput as tp
+from eigsweep.pack import Pack
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--members", type=int, default=32)
+    p.add_argument("--models", nargs="*", default=["softmax", "mamba2", "deltanet"])
+    p.add_argument("--rows", type=int, default=18)
+    args, rest = p.parse_known_args()
+    bench = tp.argparse.Namespace(vocab=8192, seq_len=512, kv=64, n_train=4096, d_model=128, layers=2, d_state=128,
+                                  batch=64, device="cuda")
+    tp.cache_task_data()
+    for arch in args.models:
+        pack = Pack([tp.make_spec(bench, arch, seed=s) for s in range(args.members)], ["-"] * args.members)
+        for _ in range(3):
+            pack.train_step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                pack.train_step()
+            torch.cuda.synchronize()
+        print(f"## {arch}, pack of {args.members}, 3 steps")
+        try:
+            table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=args.rows,
+                                              max_name_column_width=70)
+        except (KeyError, AttributeError, ValueError):
+            table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.rows,
+                                              max_name_column_width=70)
+        print(table)
+        del pack
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Training throughput at the paper's MQAR size: today's solo path, the new solo path, packs; MFU.
+
+    python benchmarks/throughput.py                       # on CUDA: vocab 8192, L 512, 64 pairs, d 128, ...
+    python benchmarks/throughput.py --device cpu --vocab 64 --seq-len 32 --kv 4 --d-model 16 --batch 8 \\
+        --packs 1 4 --models softmax --all-models softmax linear         # a quick smoke run
+
+Run-steps/s (training steps summed over the runs trained at once, evaluation excluded) for:
+- "solo 0041d10": the step loop of main at commit 0041d10, copied below (a CPU permutation of the training set
+  per step, logits at every position, the loss read every step, float32/TF32, unfused AdamW);
+- "solo": eigsweep.train.Trainer.train_step (see train.py);
+- "pack N": eigsweep.pack.Pack.train_step with N members (seeds), until memory ends.
+MFU: model FLOPs of one step of the new path (counted by torch.utils.flop_counter: forward + backward, logits at
+labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
+ms/step of every registered model on the new solo path, as a ratio to softmax.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from eigsweep import registry
+from eigsweep.config import EvalConfig, ModelConfig, RunSpec, TrainConfig
+from eigsweep.pack import Pack
+from eigsweep.train import Trainer, lr_factor
+
+
+def cache_task_data():
+    """Generate each MQAR data set once per benchmark run (every Trainer/Pack would otherwise regenerate it)."""
+    cls, cache = registry.task_class("mqar"), {}
+    load = cls.load
+    cls.load = lambda self: cache.setdefault(repr(self.params), load(self)) if repr(self.params) not in cache \
+        else cache[repr(self.params)]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device, n=8192, repeat=20) -> float:
+    """Measured bf16 matmul FLOP/s (the MFU reference)."""
+    if device.type != "cuda":
+        n, repeat = 1024, 3
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    sync(device)
+    return 2 * n**3 * repeat / (time.perf_counter() - t)
+
+
+def make_spec(args, arch, seed=0, lr=1e-3) -> RunSpec:
+    return RunSpec(
+        sweep="bench", arch=arch, task="mqar_bench", modification="none", seed=seed, lr=lr,
+        task_params=dict(name="mqar", vocab_size=args.vocab, seq_len=args.seq_len, num_kv_pairs=args.kv,
+                         n_train=args.n_train, n_test=64),
+        model=ModelConfig(d_model=args.d_model, n_layers=args.layers, n_heads=1, d_state=args.d_state,
+                          head_dim=64 if args.d_model >= 64 else 8, expand=2),
+        train=TrainConfig(steps=100_000, batch_size=args.batch, device=args.device, eval_every=10**9),
+        eval=EvalConfig(n_samples=4, batch_size=64))
+
+
+def time_steps(step, device, warmup, repeat) -> float:
+    """Seconds per call of step() (median of 3 timed blocks of ``repeat`` calls after ``warmup``)."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    blocks = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(repeat):
+            step()
+        sync(device)
+        blocks.append((time.perf_counter() - t) / repeat)
+    return sorted(blocks)[1]
+
+
+# ---- the step loop of main at commit 0041d10 (train.py), kept as the baseline -------------------------------
+def old_batch_indices(seed: int, step: int, batch_size: int, n: int) -> torch.Tensor:
+    start = step * batch_size
+    idx = []
+    while len(idx) < batch_size:
+        epoch, offset = divmod(start + len(idx), n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        idx.extend(perm[offset : offset + batch_size - len(idx)].tolist())
+    return torch.tensor(idx)
+
+
+def old_step_fn(trainer: Trainer):
+    """0041d10's per-step work on the same model and data (kept on the CPU, as it was)."""
+    spec, tc, model, device = trainer.spec, trainer.spec.train, trainer.model, trainer.device
+    data = trainer.data
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=tuple(tc.betas))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio))
+    state = dict(step=0)
+
+    def step():
+        idx = old_batch_indices(spec.seed, state["step"], tc.batch_size, len(data.train_x))
+        xb, yb = data.train_x[idx].to(device), data.train_y[idx].to(device)
+        logits = model(xb)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), yb.reshape(-1), ignore_index=-100)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            return
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        sched.step()
+        state["step"] += 1
+    return step
+
+
+def step_flops(trainer: Trainer) -> float:
+    x, pos, y = trainer.tensors.batch(trainer.order.indices(0)[0])
+    with FlopCounterMode(display=False) as counter:
+        trainer.batch_loss(x, pos, y).backward()
+    trainer.opt.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def free(device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--kv", type=int, default=64)
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--d-state", type=int, default=128)
+    p.add_argument("--n-train", type=int, default=4096)
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--models", nargs="*", default=["softmax", "mamba2", "deltanet"])
+    p.add_argument("--packs", nargs="*", type=int, default=[1, 4, 16, 32])
+    p.add_argument("--compile", nargs="*", default=["softmax"], help="models whose largest pack is also timed "
+                   "with torch.compile")
+    p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
+    args = p.parse_args()
+    cache_task_data()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"# {datetime.date.today()} · {name} · torch {torch.__version__}")
+    print(f"# MQAR vocab {args.vocab}, L {args.seq_len}, {args.kv} pairs, d {args.d_model}, {args.layers} layers, "
+          f"state {args.d_state}, batch {args.batch}", flush=True)
+    peak = matmul_rate(device)
+    print(f"# measured matmul rate: {peak / 1e12:.0f} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'})",
+          flush=True)
+    print("| model | solo ms/step (new path) | × softmax |\n|---|---:|---:|", flush=True)
+    ref = None
+    for arch in args.all_models:
+        try:
+            trainer = Trainer(make_spec(args, arch))
+            ms = 1000 * time_steps(trainer.train_step, device, 3, max(3, args.repeat // 2))
+        except Exception as e:  # noqa: BLE001  a model that cannot run at this size is reported, not fatal
+            print(f"| {arch} | failed: {type(e).__name__}: {str(e)[:60]} | |", flush=True)
+            continue
+        finally:
+            trainer = None
+            free(device)
+        ref = ref or (ms if arch == "softmax" else None)
+        print(f"| {arch} | {ms:.2f} | {ms / ref:.2f} |" if ref else f"| {arch} | {ms:.2f} | – |", flush=True)
+
+    print("\n| model | path | run-steps/s | ms/step | × solo 0041d10 | MFU |", flush=True)
+    print("|---|---|---:|---:|---:|---:|", flush=True)
+    for arch in args.models:
+        trainer = Trainer(make_spec(args, arch))
+        flops = step_flops(trainer)
+        base = 1 / time_steps(old_step_fn(trainer), device, 3, args.repeat)
+
+        def row(path, rate):
+            print(f"| {arch} | {path} | {rate:,.0f} | {1000 / rate:.2f} | {rate / base:.1f} | "
+                  f"{100 * flops * rate / peak:.1f}% |", flush=True)
+        row("solo 0041d10", base)
+        trainer = Trainer(make_spec(args, arch))
+        row("solo", 1 / time_steps(trainer.train_step, device, 5, args.repeat))
+        del trainer
+        free(device)
+        largest = None
+        for n in args.packs:
+            try:
+                pack = Pack([make_spec(args, arch, seed=s, lr=1e-3 * (1 + s % 4)) for s in range(n)], ["-"] * n)
+                row(f"pack {n}", n / time_steps(pack.train_step, device, 3, args.repeat))
+                largest = n
+            except torch.cuda.OutOfMemoryError:
+                print(f"| {arch} | pack {n} | out of memory | | | |", flush=True)
+                break
+            finally:
+                pack = None
+                free(device)
+        if arch in args.compile and largest:
+            try:
+                pack = Pack([make_spec(args, arch, seed=s) for s in range(largest)], ["-"] * largest, compile=True)
+                row(f"pack {largest}, compiled", largest / time_steps(pack.train_step, device, 5, args.repeat))
+            except Exception as e:  # noqa: BLE001  compile support varies; report, go on
+                print(f"| {arch} | pack {largest}, compiled | failed: {type(e).__name__}: {str(e)[:80]} | | | |")
+            pack = None
+            free(device)
+
+
+if __name__ == "__main__":
+    main()

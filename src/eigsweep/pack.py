@@ -1,0 +1,336 @@
+"""Train a pack of runs as one batched computation, writing each member's result file as it finishes.
+
+Members share architecture, task, model shape and training settings (``packs.pack_key``); each has its own
+seed (its initialisation is the solo run's), data order, learning rate and schedule. Their parameters are
+stacked along a leading member dimension (torch.func.stack_module_state) and the SAME model code runs for
+all of them through functional_call + vmap. Gradient clipping, AdamW and divergence are per member: a member
+whose loss turns non-finite, or that reached its target accuracy, stops changing (its update is masked), and
+its NaN never reaches the others. A member's result file is exactly its solo run's (spectra measured from its
+own parameters loaded into a solo model), plus the attributes ``pack`` and ``pack_members``.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from eigsweep import registry, spectrum
+from eigsweep.config import RunSpec
+from eigsweep.packs import pack_key
+from eigsweep.results import build_result, write_atomic
+from eigsweep.train import (BatchOrder, Preempted, TaskTensors, autocast, compile_requested, eval_result,
+                            eval_sums, loss_fn, lr_factor, nan_like, new_model, no_decay_names, resolve_device,
+                            train_run)
+
+log = logging.getLogger("eigsweep.pack")
+# attention kernels used under vmap: cuDNN's is left out (on an H200 its vmapped backward gave NaN gradients
+# from the first step, and torch.compile cannot trace it)
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+__all__ = ["train_pack", "pack_key", "Pack", "StackedAdamW"]
+
+
+class StackedAdamW:
+    """AdamW (decoupled weight decay, bias-corrected, as torch.optim.AdamW) over stacked parameters
+    (members, ...) with a learning rate per member and an ``active`` mask: masked members do not change,
+    their moments and step counts included. Foreach ops over the parameter list."""
+
+    def __init__(self, params: list[torch.Tensor], weight_decay: list[float], betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.weight_decay, self.betas, self.eps = params, weight_decay, tuple(betas), eps
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self.steps = torch.zeros(params[0].shape[0], dtype=params[0].dtype, device=params[0].device)
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, active: torch.Tensor) -> None:
+        """``lr`` and ``active`` (members,); gradients of inactive members are ignored (they may be NaN)."""
+        beta1, beta2 = self.betas
+        on = active.to(lr.dtype)
+        has = [i for i, p in enumerate(self.params) if p.grad is not None]      # torch.optim skips the others
+        params, wds = [self.params[i] for i in has], [self.weight_decay[i] for i in has]
+        exp_avg, exp_avg_sq = [self.exp_avg[i] for i in has], [self.exp_avg_sq[i] for i in has]
+        self.steps += on
+        t = self.steps.clamp(min=1)
+        step_size = on * lr / (1 - beta1 ** t)
+        bc2_sqrt = (1 - beta2 ** t).sqrt()
+        shape = lambda v, p: v.view(-1, *[1] * (p.dim() - 1))   # noqa: E731  (members,) -> broadcastable to p
+        grads = [torch.where(shape(active, p), p.grad, 0) for p in params]
+        # p *= 1 - lr·wd;  m += (1-β1)(g - m);  v = β2 v + (1-β2) g²  (β = 1, weight 0 for inactive members)
+        torch._foreach_mul_(params, [1 - shape(on * lr * wd, p) for p, wd in zip(params, wds)])
+        torch._foreach_add_(exp_avg, torch._foreach_mul(torch._foreach_sub(grads, exp_avg),
+                                                        [shape(on * (1 - beta1), p) for p in params]))
+        torch._foreach_mul_(exp_avg_sq, [shape(1 - on * (1 - beta2), p) for p in params])
+        torch._foreach_add_(exp_avg_sq, torch._foreach_mul(torch._foreach_mul(grads, grads),
+                                                           [shape(on * (1 - beta2), p) for p in params]))
+        denom = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(exp_avg_sq),
+                                                      [shape(bc2_sqrt, p) for p in params]), self.eps)
+        torch._foreach_sub_(params, torch._foreach_mul(torch._foreach_div(exp_avg, denom),
+                                                       [shape(step_size, p) for p in params]))
+
+    def state_dict(self) -> dict:
+        return dict(exp_avg=self.exp_avg, exp_avg_sq=self.exp_avg_sq, steps=self.steps)
+
+    def load_state_dict(self, state: dict) -> None:
+        for mine, theirs in ((self.exp_avg, state["exp_avg"]), (self.exp_avg_sq, state["exp_avg_sq"])):
+            for a, b in zip(mine, theirs):
+                a.copy_(b)
+        self.steps.copy_(state["steps"])
+
+
+def clip_per_member(grads: list[torch.Tensor], max_norm: float) -> None:
+    """torch.nn.utils.clip_grad_norm_ for each member separately (norm over all of its parameters)."""
+    sq = sum(g.pow(2).reshape(len(g), -1).sum(1) for g in grads)
+    coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(grads, [coef.view(-1, *[1] * (g.dim() - 1)) for g in grads])
+
+
+class Member:
+    """What a member keeps outside the stacked tensors: its curve, spectra, status, result."""
+
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        self.step = 0
+        self.curve = dict(train_step=[], train_loss=[], eval_step=[], test_acc=[], test_loss=[], test_ppl=[])
+        self.stages, self.during = {}, {}
+        self.status, self.done, self.result, self.elapsed = "ok", False, None, 0.0
+
+
+class Pack:
+    def __init__(self, specs: list[RunSpec], outs: list, checkpoint_path=None, dtype: torch.dtype | None = None,
+                 compile: bool | None = None):
+        keys = {pack_key(s) for s in specs}
+        if len(keys) != 1:
+            raise ValueError(f"runs of different pack keys cannot share a pack: {sorted(keys)}")
+        if len({s.run_id for s in specs}) != len(specs):
+            raise ValueError("a pack holds each run once")
+        self.specs, self.outs = list(specs), [Path(o) for o in outs]
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.stop_requested = False
+        tc = self.tc = specs[0].train
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        self.device = resolve_device(tc.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.tensors = TaskTensors(specs[0], self.device, dtype)
+        models = [new_model(s, self.tensors.data, self.device, dtype) for s in specs]
+        self.solo = models[0]                       # member parameters are loaded into it to measure spectra
+        self.base = copy.deepcopy(models[0]).to("meta")
+        params, self.buffers = stack_module_state(models)
+        del models
+        self.names = list(params)
+        self.params = [params[n].detach().requires_grad_() for n in self.names]
+        exempt = no_decay_names(self.solo)
+        self.opt = StackedAdamW(self.params, [0.0 if n in exempt else tc.weight_decay for n in self.names],
+                                betas=tc.betas)
+        self.lr = torch.tensor([[s.lr * lr_factor(t, s.train.warmup_steps, s.train.steps, s.train.min_lr_ratio)
+                                 for t in range(tc.steps)] for s in specs],
+                               dtype=self.params[0].dtype).T.contiguous().to(self.device)   # (steps, members)
+        self.order = BatchOrder([s.seed for s in specs], tc.batch_size, len(self.tensors.train_x), self.device)
+        self.active = torch.ones(len(specs), dtype=torch.bool, device=self.device)
+        self.diverged_at = torch.full((len(specs),), -1, dtype=torch.long, device=self.device)
+        self.members = [Member(s) for s in specs]
+        self.name = hashlib.sha256(" ".join(s.run_id for s in specs).encode()).hexdigest()[:12]
+        self.loss = torch.compile(self.batch_loss) if compile_requested(compile) else self.batch_loss
+        self.pending = []
+        self.step = 0
+        self.elapsed = 0.0
+        if self.checkpoint_path and self.checkpoint_path.exists():
+            self.load_checkpoint()
+
+    # -- the batched computation ----------------------------------------------------------------
+    def forward(self, params, buffers, x, positions):
+        return functional_call(self.base, (dict(zip(self.names, params)), buffers), (x, positions))
+
+    def member_loss(self, params, buffers, x, positions, y):
+        return loss_fn(self.forward(params, buffers, x, positions), y)
+
+    def batch_loss(self, x, positions, y):
+        in_dims = (0, 0, 0, None if positions is None else 0, 0)
+        with autocast(self.device), sdpa_kernel(SDPA_BACKENDS):
+            return vmap(self.member_loss, in_dims=in_dims)(self.params, self.buffers, x, positions, y)
+
+    def train_step(self) -> None:
+        """One step of every member, queued on the device; members that stopped are computed but masked."""
+        x, positions, y = self.tensors.batch(self.order.indices(self.step))
+        losses = self.loss(x, positions, y)
+        for p in self.params:
+            p.grad = None
+        losses.sum().backward()
+        finite = torch.isfinite(losses.detach())
+        self.diverged_at = torch.where(self.active & ~finite & (self.diverged_at < 0), self.step, self.diverged_at)
+        self.active = self.active & finite
+        # per member: a NaN gradient stays in its own member (whose update is masked from now on)
+        clip_per_member([p.grad for p in self.params if p.grad is not None], self.tc.grad_clip)
+        self.opt.step(self.lr[self.step], self.active)
+        self.step += 1
+        self.pending.append(losses.detach())
+
+    @torch.no_grad()
+    def evaluate_all(self) -> list[dict]:
+        """Test accuracy, loss and perplexity of every member (one vmapped forward per test chunk)."""
+        t, bs = self.tensors, max(1, self.specs[0].eval.batch_size // len(self.specs))
+        fwd = vmap(self.forward, in_dims=(0, 0, None, None))
+        per_member = vmap(eval_sums, in_dims=(0, None))
+        sums = 0
+        with autocast(self.device), sdpa_kernel(SDPA_BACKENDS):
+            for s in range(0, len(t.test_x), bs):
+                pos = None if t.test_pos is None else t.test_pos[s : s + bs]
+                logits = fwd(self.params, self.buffers, t.test_x[s : s + bs], pos)
+                sums = sums + per_member(logits, t.test_y[s : s + bs])
+        return [eval_result(row) for row in sums.tolist()]
+
+    def load_member(self, i: int):
+        """Member i's parameters in the solo model."""
+        with torch.no_grad():
+            state = {n: p[i] for n, p in zip(self.names, self.params)}
+            state.update({n: b[i] for n, b in self.buffers.items()})
+            keys = self.solo.state_dict().keys()              # non-persistent buffers are not loaded
+            self.solo.load_state_dict({k: v for k, v in state.items() if k in keys})
+        return self.solo
+
+    def measure(self, i: int):
+        return spectrum.measure(self.load_member(i), self.tensors.eval_batch)
+
+    # -- bookkeeping at read points -------------------------------------------------------------
+    def running(self) -> list[int]:
+        return [i for i, m in enumerate(self.members) if not m.done]
+
+    def read_losses(self) -> None:
+        """Move the queued losses into the members' curves (one synchronisation) and finish the members that
+        diverged, at their first non-finite step."""
+        if not self.pending:
+            return
+        losses = torch.stack(self.pending, dim=1).tolist()       # (members, pending)
+        diverged_at = self.diverged_at.tolist()
+        first = self.step - len(self.pending)
+        self.pending = []
+        for i in self.running():
+            m, end = self.members[i], self.step if diverged_at[i] < 0 else diverged_at[i]
+            m.curve["train_step"].extend(range(first + 1, end + 1))
+            m.curve["train_loss"].extend(losses[i][: end - first])
+            m.step = end
+            if diverged_at[i] >= 0:
+                log.warning("%s diverged at step %d", m.spec.run_id, end)
+                m.status = "diverged"
+                self.finish(i)
+
+    def record_eval(self, i: int, r: dict) -> None:
+        c = self.members[i].curve
+        c["eval_step"].append(self.members[i].step)
+        c["test_acc"].append(r["acc"])
+        c["test_loss"].append(r["loss"])
+        c["test_ppl"].append(r["ppl"])
+
+    def finish(self, i: int) -> None:
+        """Member i stops changing; measure its trained spectrum and write its result file."""
+        m = self.members[i]
+        m.done = True
+        self.active[i] = False
+        m.elapsed = time.perf_counter() - self.started
+        if m.status == "ok":
+            m.stages["trained"] = m.during[m.step] = self.measure(i)
+        else:
+            m.stages["trained"] = nan_like(m.stages["init"])
+        m.result = build_result(m.spec, m.stages, m.during, dict(m.curve, steps_done=m.step), m.status, m.elapsed,
+                                str(self.device))
+        m.result.attrs.update(pack=self.name, pack_members=" ".join(s.run_id for s in self.specs))
+        write_atomic(m.result, self.outs[i])
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        members = [{k: getattr(m, k) for k in ("step", "curve", "stages", "during", "status", "done", "result",
+                                               "elapsed")} for m in self.members]
+        return dict(params=[p.detach() for p in self.params], buffers=self.buffers, opt=self.opt.state_dict(),
+                    active=self.active, diverged_at=self.diverged_at, step=self.step, members=members,
+                    elapsed=self.elapsed, config_hashes=[s.config_hash() for s in self.specs])
+
+    def save_checkpoint(self) -> None:
+        if not self.checkpoint_path:
+            return
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(self.checkpoint_path)
+
+    def load_checkpoint(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        if state["config_hashes"] != [s.config_hash() for s in self.specs]:
+            log.warning("ignoring checkpoint %s: written for another pack", self.checkpoint_path)
+            return
+        with torch.no_grad():
+            for p, q in zip(self.params, state["params"]):
+                p.copy_(q)
+            for n, b in state["buffers"].items():
+                self.buffers[n].copy_(b)
+        self.opt.load_state_dict(state["opt"])
+        self.active, self.diverged_at = state["active"], state["diverged_at"]
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        for m, ms in zip(self.members, state["members"]):
+            for k, v in ms.items():
+                setattr(m, k, v)
+        log.info("resumed pack %s from step %d", self.name, self.step)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> list:
+        tc = self.tc
+        spectrum_steps = set(tc.spectrum_steps)
+        self.started = time.perf_counter() - self.elapsed
+        for i in self.running():
+            if "init" not in self.members[i].stages:
+                self.members[i].stages["init"] = self.members[i].during[0] = self.measure(i)
+        while self.running() and self.step < tc.steps:
+            if self.stop_requested:
+                self.read_losses()
+                self.elapsed = time.perf_counter() - self.started
+                self.save_checkpoint()
+                raise Preempted(f"pack {self.name}: stopped at step {self.step}, checkpoint saved")
+            self.train_step()
+            evaluating = self.step % tc.eval_every == 0 or self.step == tc.steps
+            checkpointing = tc.checkpoint_every and self.step % tc.checkpoint_every == 0
+            if not (evaluating or checkpointing or self.step in spectrum_steps):
+                continue
+            self.read_losses()
+            if self.step in spectrum_steps:
+                for i in self.running():
+                    self.members[i].during[self.step] = self.measure(i)
+            if evaluating and self.running():
+                results = self.evaluate_all()
+                for i in self.running():
+                    self.record_eval(i, results[i])
+                    if results[i]["acc"] >= self.specs[i].train.target_acc:
+                        log.info("%s reached target accuracy at step %d", self.specs[i].run_id, self.step)
+                        self.finish(i)
+            if checkpointing:
+                self.elapsed = time.perf_counter() - self.started
+                self.save_checkpoint()
+        self.read_losses()
+        for i in self.running():   # reached the last step
+            self.finish(i)
+        if self.checkpoint_path:
+            self.checkpoint_path.unlink(missing_ok=True)
+        return [m.result for m in self.members]
+
+
+def train_pack(specs: list[RunSpec], outs: list, checkpoint=None, on_start=None, **options) -> list:
+    """Train ``specs`` (one pack key) as one pack, writing each member's result file to ``outs`` as it
+    finishes; returns their Datasets. A mixer marked ``packable=False`` trains its runs solo, one after the
+    other (checkpoint ``<checkpoint>.<i>``), and so does a single run. ``on_start(pack)`` may route a
+    preemption signal to ``pack.stop_requested``; ``options``: dtype, compile."""
+    if len(specs) != len(outs):
+        raise ValueError(f"{len(specs)} runs but {len(outs)} output paths")
+    if len(specs) == 1 or not registry.mixer_info(specs[0].arch).packable:   # a pack of 1 is faster solo
+        ckpt = (lambda i: f"{checkpoint}.{i}") if checkpoint else (lambda i: None)
+        return [train_run(s, o, ckpt(i), on_start, **options) for i, (s, o) in enumerate(zip(specs, outs))]
+    pack = Pack(specs, outs, checkpoint, **options)
+    if on_start is not None:
+        on_start(pack)
+    return pack.train()

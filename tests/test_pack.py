@@ -1,0 +1,155 @@
+"""Packs: a pack of runs trains each member exactly as its solo run (CPU, float64), per-member AdamW,
+divergence and early stop stay inside their member, resume is exact, unpackable mixers fall back to solo."""
+import numpy as np
+import pytest
+import torch
+
+from eigsweep import registry
+from eigsweep.config import EvalConfig, ModelConfig, RunSpec, TrainConfig
+from eigsweep.pack import Pack, StackedAdamW, train_pack
+from eigsweep.packs import pack_key
+from eigsweep.results import read_result
+from eigsweep.train import Preempted, train_run
+
+F64 = dict(dtype=torch.float64)
+SLOW = {"retnet": 60, "gla": 60, "rglru": 60, "s5": 60, "mamba2": 60, "mamba2_lti": 60, "s4": 60, "gated_deltanet": 60,
+        "deltanet": 60}   # fewer steps for the slowest mixers
+
+
+def spec(arch="softmax", seed=0, lr=3e-3, steps=120, **train):
+    return RunSpec(
+        sweep="t", arch=arch, task="mqar_tiny", modification="none", seed=seed, lr=lr,
+        task_params=dict(name="mqar", vocab_size=24, seq_len=12, num_kv_pairs=2, n_train=64, n_test=16),
+        model=ModelConfig(d_model=8, n_layers=2, n_heads=2, d_state=4, head_dim=4, expand=2),
+        train=TrainConfig(**dict(dict(steps=steps, batch_size=8, warmup_steps=10, eval_every=30, device="cpu",
+                                      spectrum_steps=[30], target_acc=1.1), **train)),
+        eval=EvalConfig(n_samples=3, batch_size=8))
+
+
+def grid(arch="softmax", lrs=(3e-3, 1e-2), **kw):
+    return [spec(arch, seed, lr, **kw) for seed in (0, 1) for lr in lrs]
+
+
+def assert_same_run(solo, packed, tol=1e-6):
+    assert packed.status.item() == solo.status.item()
+    assert packed.steps_done.item() == solo.steps_done.item()
+    for v in ("train_loss", "test_acc", "test_loss", "bin_fraction", "phase_fraction", "bin_fraction_during",
+              "fine_count", "best_acc", "final_acc"):
+        np.testing.assert_allclose(packed[v].values, solo[v].values, atol=tol, rtol=0, err_msg=v)
+    np.testing.assert_array_equal(packed.train_step.values, solo.train_step.values)
+    np.testing.assert_array_equal(packed.eval_step.values, solo.eval_step.values)
+
+
+@pytest.mark.parametrize("arch", [a for a, info in registry.MIXERS.items() if info.packable])
+def test_pack_of_four_equals_the_four_solo_runs(tmp_path, arch):
+    specs = grid(arch, steps=SLOW.get(arch, 120))
+    solo = [train_run(s, tmp_path / f"s{i}.nc", **F64) for i, s in enumerate(specs)]
+    outs = [tmp_path / f"p{i}.nc" for i in range(4)]
+    packed = train_pack(specs, outs, **F64)
+    for s, p, out in zip(solo, packed, outs):
+        assert_same_run(s, p)
+        on_disk = read_result(out)
+        assert set(on_disk.variables) == set(s.variables)
+        assert on_disk.attrs["pack"] and on_disk.attrs["spec_json"] == s.attrs["spec_json"]
+    assert solo[0].train_loss.values[-1] != solo[1].train_loss.values[-1]   # members really differ
+
+
+def test_unpackable_mixer_falls_back_to_solo(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.MIXERS, "softmax", registry.MixerInfo(registry.MIXERS["softmax"].path,
+                                                                        packable=False))
+    assert pack_key(spec(seed=0)) != pack_key(spec(seed=1))     # never grouped
+    built = []
+    monkeypatch.setattr(Pack, "__init__", lambda *a, **k: built.append(1))
+    specs = grid(steps=20)[:2]
+    ds = train_pack(specs, [tmp_path / "a.nc", tmp_path / "b.nc"], **F64)
+    assert not built and [d.run_id.item() for d in ds] == [s.run_id for s in specs]
+    assert_same_run(train_run(specs[1], tmp_path / "c.nc", **F64), ds[1])
+    assert registry.mixer_info("mamba").packable is False
+
+
+def test_pack_of_one_trains_solo(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(Pack, "__init__", lambda *a, **k: built.append(1))
+    (ds,) = train_pack([spec(steps=20)], [tmp_path / "a.nc"], **F64)
+    assert not built and ds.steps_done.item() == 20
+
+
+def test_pack_key_groups_seeds_and_lrs_only():
+    a = spec(seed=0, lr=1e-3)
+    assert pack_key(a) == pack_key(spec(seed=5, lr=1e-2))
+    assert pack_key(a) != pack_key(spec("linear"))
+    assert pack_key(a) != pack_key(spec(batch_size=16))
+
+
+def test_nan_member_leaves_the_others_unchanged(tmp_path):
+    specs = grid(lrs=(3e-3, 1e6), steps=60)             # lr 1e6 diverges
+    packed = train_pack(specs, [tmp_path / f"p{i}.nc" for i in range(4)], **F64)
+    assert [p.status.item() for p in packed] == ["ok", "diverged", "ok", "diverged"]
+    for i in (0, 2):
+        assert_same_run(train_run(specs[i], tmp_path / f"s{i}.nc", **F64), packed[i])
+    solo_bad = train_run(specs[1], tmp_path / "bad.nc", **F64)
+    assert packed[1].steps_done.item() == solo_bad.steps_done.item() < 60
+    assert np.isnan(packed[1].bin_fraction.sel(stage="trained")).all()
+
+
+def test_early_stopped_member_stops_changing(tmp_path):
+    specs = grid(steps=90)
+    specs[1] = spec(seed=0, lr=1e-2, steps=90, target_acc=0.0)      # stops at its first evaluation
+    pack = Pack(specs, [tmp_path / f"p{i}.nc" for i in range(4)], **F64)
+    packed = pack.train()
+    assert packed[1].steps_done.item() == 30 and packed[0].steps_done.item() == 90
+    assert_same_run(train_run(specs[1], tmp_path / "s1.nc", **F64), packed[1])
+    stopped = pack.load_member(1).state_dict()
+    ref = __import__("eigsweep.train", fromlist=["Trainer"]).Trainer(specs[1], **F64)
+    ref.train()
+    for k, v in ref.model.state_dict().items():        # its parameters are those at step 30
+        torch.testing.assert_close(stopped[k], v, atol=1e-9, rtol=0)
+
+
+def test_stacked_adamw_equals_torch_adamw_per_member():
+    torch.manual_seed(0)
+    lrs, wd = torch.tensor([1e-3, 3e-2, 1e-1], dtype=torch.float64), [0.1, 0.0]
+    init = [torch.randn(3, 4, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)]
+    stacked = [p.clone().requires_grad_() for p in init]
+    opt = StackedAdamW(stacked, wd, betas=(0.9, 0.98))
+    refs = [[p[m].clone().requires_grad_() for p in init] for m in range(3)]
+    ref_opts = [torch.optim.AdamW([dict(params=[r[0]], weight_decay=wd[0]), dict(params=[r[1]], weight_decay=wd[1])],
+                                  lr=float(lrs[m]), betas=(0.9, 0.98)) for m, r in enumerate(refs)]
+    active = torch.tensor([True, True, True])
+    for t in range(6):
+        grads = [torch.randn_like(p) for p in init]
+        if t == 4:
+            active = torch.tensor([True, False, True])             # member 1 stops
+            grads[0][1] = float("nan")                             # and its NaN gradient is ignored
+        for p, g in zip(stacked, grads):
+            p.grad = g.clone()
+        opt.step(lrs, active)
+        for m in range(3):
+            if active[m]:
+                for r, g in zip(refs[m], grads):
+                    r.grad = g[m].clone()
+                ref_opts[m].step()
+    for m in range(3):
+        for p, r in zip(stacked, refs[m]):
+            torch.testing.assert_close(p[m].detach(), r.detach(), atol=1e-12, rtol=0)
+
+
+def test_pack_resumes_exactly_from_its_checkpoint(tmp_path):
+    specs = grid(steps=50, checkpoint_every=20)
+    ref = train_pack(specs, [tmp_path / f"r{i}.nc" for i in range(4)], **F64)
+    ckpt = tmp_path / "pack.pt"
+
+    class PreemptedAtFirstEval(Pack):
+        def evaluate_all(self):
+            self.stop_requested = True
+            return super().evaluate_all()
+    outs = [tmp_path / f"p{i}.nc" for i in range(4)]
+    with pytest.raises(Preempted, match="step 30"):
+        PreemptedAtFirstEval(specs, outs, ckpt, **F64).train()
+    assert ckpt.exists() and not any(o.exists() for o in outs)
+    resumed = train_pack(specs, outs, ckpt, **F64)
+    for a, b in zip(ref, resumed):
+        np.testing.assert_array_equal(a.train_loss.values, b.train_loss.values)
+        np.testing.assert_array_equal(a.bin_fraction.values, b.bin_fraction.values)
+        np.testing.assert_array_equal(a.test_acc.values, b.test_acc.values)
+    assert not ckpt.exists()
