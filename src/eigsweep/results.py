@@ -87,6 +87,12 @@ def clean_stale_temps(path: str | Path) -> list[Path]:
     return stale
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(ds: xr.Dataset, path: str | Path) -> None:
     """Write netCDF to a temporary file beside ``path`` and rename it into place (removing temporary files
     of an earlier write of ``path`` that was killed)."""
@@ -96,6 +102,7 @@ def write_atomic(ds: xr.Dataset, path: str | Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would hide results from the group
         # compressed: histograms are mostly zeros and sweeps stack many runs
         encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind in "fiu"}
         # strings variable-length: a fixed width carried over from one run's file would truncate the others

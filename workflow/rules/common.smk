@@ -1,4 +1,7 @@
 # Sweep expansion: every grid point of every sweep is one run with a stable, readable id.
+import os
+import time
+
 from eigsweep.config import all_runs
 from eigsweep.jobs import check_task_data  # the one place to switch it (moves to eigsweep.tasks)
 from eigsweep.jobs import write_jobs_file

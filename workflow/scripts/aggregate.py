@@ -5,7 +5,7 @@ import sys
 from eigsweep.aggregate import CorruptRunFiles, aggregate
 
 try:
-    aggregate(list(snakemake.input), snakemake.output[0], move_corrupt=True)
+    aggregate(list(snakemake.input.runs), snakemake.output[0], move_corrupt=True)
 except CorruptRunFiles as e:
     with open(snakemake.log[0], "a") as log:
         print(e, file=log)
