@@ -91,8 +91,11 @@ def test_old_jobs_files_are_removed(tmp_path):
     old = Path(write_jobs_file(specs(30)[0], config, tmp_path))
     t = time.time() - JOBS_FILE_MAX_AGE_S - 10
     os.utime(old, (t, t))
+    killed = tmp_path / ".abc.tmp"   # a write killed mid-way
+    killed.write_text("{")
+    os.utime(killed, (time.time() - 7200,) * 2)
     new = write_jobs_file(specs(150)[0], config, tmp_path)
-    assert not old.exists() and Path(new).exists()
+    assert not old.exists() and not killed.exists() and Path(new).exists()
 
 
 def test_read_job_rejects_a_changed_file_and_an_unknown_run(tmp_path):

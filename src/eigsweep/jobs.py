@@ -71,7 +71,8 @@ def write_jobs_file(spec_json: dict[str, dict[str, str]], config: dict, director
     """Write {"executor": …, "slurm": {sweep: resources}, "specs": {sweep: {run_id: spec JSON string}}} to
     ``directory/<sha256>.json`` unless that file exists; return its path. ``spec_json`` holds each run's
     ``RunSpec.to_json()``, the very strings of the train rule's params; they are stored as strings so the job
-    trains the identical text. Jobs files unused for ``JOBS_FILE_MAX_AGE_S`` are removed."""
+    trains the identical text. Jobs files unused for ``JOBS_FILE_MAX_AGE_S`` are removed, and temporary files
+    of writes killed mid-way after an hour."""
     text = json.dumps(dict(executor=config.get("executor", "local"),
                            slurm={s: slurm_resources(config, s) for s in spec_json}, specs=spec_json))
     data = text.encode()
@@ -86,9 +87,10 @@ def write_jobs_file(spec_json: dict[str, dict[str, str]], config: dict, director
             f.write(data)
         os.replace(tmp, path)
     now = time.time()
-    for old in directory.glob("*.json"):
+    for old, max_age in [*((f, JOBS_FILE_MAX_AGE_S) for f in directory.glob("*.json")),
+                         *((f, 3600) for f in directory.glob(".*.tmp"))]:   # writes killed mid-way
         try:
-            if old != path and now - old.stat().st_mtime > JOBS_FILE_MAX_AGE_S:
+            if old != path and now - old.stat().st_mtime > max_age:
                 old.unlink()
         except OSError:
             pass
