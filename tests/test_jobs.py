@@ -2,7 +2,6 @@
 directories, locks), corrupt checkpoints, and each CLI subcommand's happy path and bad input."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import eigsweep.train as train_mod
 from eigsweep import cli
 from eigsweep.config import ConfigError, validate_config
 from eigsweep.jobs import (DEFAULT_SLURM, JOBS_FILE_MAX_AGE_S, JobError, load_checkpoint_or_none, read_job,
-                           run_job, run_job_from_file, runs_lock, slurm_resources, snakemake_lock,
+                           run_job, runs_lock, slurm_resources, snakemake_lock,
                            write_jobs_file)
 from eigsweep.results import read_run_file
 from eigsweep.train import train_run
