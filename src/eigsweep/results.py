@@ -7,6 +7,8 @@ same directory and rename it.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import subprocess
 import tempfile
@@ -24,28 +26,100 @@ REQUIRED_VARS = ("bin_fraction", "bin_fraction_std", "phase_fraction", "phase_fr
 STATUSES = ("ok", "diverged")
 
 
-def git_commit() -> str:
+SCHEMA_VERSION = 1            # attribute `schema_version`; files without it are version 1
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class ResultFileError(ValueError):
+    """A result file that cannot be trusted; the message is one line naming the file and what to do."""
+
+    TODO = "delete it (the workflow moves it aside) and rerun to retrain the run"
+
+    def __init__(self, path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}; {self.TODO}")
+
+
+def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+        proc = subprocess.run(["git", *args], capture_output=True, text=True, cwd=PACKAGE_DIR, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=None)
+def source_hash() -> str:
+    """sha256 (first 16 hex digits) over the package's .py files, by relative path and content."""
+    h = hashlib.sha256()
+    for f in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(str(f.relative_to(PACKAGE_DIR)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def provenance() -> dict[str, str]:
+    """Which code wrote a result: the git commit when the package is a git checkout (``-dirty`` when its
+    sources differ from the commit), else eigsweep's version plus a hash of the package's source files;
+    ``code_version_kind`` says which. ``source_hash`` is recorded either way."""
+    commit = _git("rev-parse", "--short=12", "HEAD")
+    if commit:
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".")
+        commit += "-dirty" if dirty else ""
+        return dict(git_commit=commit, code_version=commit, code_version_kind="git commit",
+                    source_hash=source_hash())
+    return dict(git_commit="unknown", code_version=f"{eigsweep.__version__}+src.{source_hash()}",
+                code_version_kind="version + source hash", source_hash=source_hash())
+
+
+def git_commit() -> str:
+    return provenance()["git_commit"]
+
+
+def clean_stale_temps(path: str | Path) -> list[Path]:
+    """Remove temporary files that a write of ``path`` killed mid-way left beside it (``.<name>.*.tmp``).
+    Only call it where no other process writes ``path`` now (one job per run file: Snakemake's lock)."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp"))
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(ds: xr.Dataset, path: str | Path) -> None:
-    """Write netCDF to a temporary file beside ``path`` and rename it into place."""
+    """Write netCDF to a temporary file beside ``path`` and rename it into place (removing temporary files
+    of an earlier write of ``path`` that was killed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would hide results from the group
         # compressed: histograms are mostly zeros and sweeps stack many runs
         encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind in "fiu"}
+        # strings variable-length: a fixed width carried over from one run's file would truncate the others
+        encoding.update({v: {"dtype": str} for v in ds.variables if ds[v].dtype.kind in "US"})
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def move_aside(path: str | Path) -> Path:
+    """Rename a corrupt file to ``<name>.corrupt`` (replacing an older one) and return the new path."""
+    path = Path(path)
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    return aside
 
 
 def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Dataset], curve: dict,
@@ -80,7 +154,7 @@ def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Datas
     axes = dict(sweep=spec.sweep, run_id=spec.run_id, arch=spec.arch, task=spec.task,
                 task_name=spec.task_name, modification=spec.modification, seed=spec.seed, lr=spec.lr)
     ds = ds.assign_coords(axes)
-    ds.attrs.update(eigsweep_version=eigsweep.__version__, git_commit=git_commit(),
+    ds.attrs.update(schema_version=SCHEMA_VERSION, eigsweep_version=eigsweep.__version__, **provenance(),
                     config_hash=spec.config_hash(), device=device, wall_time_s=float(wall_time_s),
                     spec_json=spec.to_json(), status=status)
     return ds
@@ -98,9 +172,33 @@ def check_result(ds: xr.Dataset, source: str = "result") -> None:
         raise ValueError(f"{source}: unknown status {ds.status.values!r}")
 
 
-def read_result(path: str | Path) -> xr.Dataset:
-    """Open a run's result file (loaded into memory, file closed) and check its contract."""
-    with xr.open_dataset(path) as ds:
-        ds = ds.load()
-    check_result(ds, str(path))
+def read_result(path: str | Path, run_id: str | None = None) -> xr.Dataset:
+    """Open a run's result file (loaded into memory, file closed) and check it: a readable netCDF, a
+    supported ``schema_version`` (absent: 1), the run id (when ``run_id`` is given; read_run_file passes the
+    file name's) and the result contract. Raises ResultFileError, one line naming the file and what to do."""
+    path = Path(path)
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            ds = ds.load()
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - netCDF4/HDF5 raise OSError, ValueError, RuntimeError, ...
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise ResultFileError(path, f"not a readable netCDF result file ({reason})") from None
+    version = int(ds.attrs.get("schema_version", 1))
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ResultFileError(path, f"result schema version {version} is not supported by this eigsweep "
+                                    f"(supports {list(SUPPORTED_SCHEMA_VERSIONS)}; use the eigsweep that wrote it)")
+    try:
+        check_result(ds, str(path))
+    except ValueError as e:
+        raise ResultFileError(path, str(e).removeprefix(f"{path}: ")) from None
+    if run_id is not None and str(ds.run_id.values) != run_id:
+        raise ResultFileError(path, f"holds run {str(ds.run_id.values)!r}, not {run_id!r} (a file copied under "
+                                    "another run's name?)")
     return ds
+
+
+def read_run_file(path: str | Path) -> xr.Dataset:
+    """read_result for a sweep's run file, ``runs/<run id>.nc``: its run id must be its name's."""
+    return read_result(path, run_id=Path(path).stem)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from eigsweep import registry, spectrum
 from eigsweep.config import RunSpec
+from eigsweep.jobs import load_checkpoint_or_none
 from eigsweep.model import build_model
 from eigsweep.results import build_result, write_atomic
 
@@ -228,9 +229,8 @@ class Trainer:
         tmp.replace(self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        if state["config_hash"] != self.spec.config_hash():
-            log.warning("ignoring checkpoint %s: written for another configuration", self.checkpoint_path)
+        state = load_checkpoint_or_none(self.checkpoint_path, self.device, self.spec.config_hash())
+        if state is None:   # missing, corrupt (moved aside) or for another configuration: start from scratch
             return
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
@@ -346,7 +346,7 @@ def train_run(spec: RunSpec, out_path: str | Path, checkpoint_path: str | Path |
               **trainer_options):
     """Train ``spec`` and write its result file atomically to ``out_path``; returns the Dataset.
 
-    ``on_start(trainer)``, if given, is called before training (eigsweep.launch uses it to route the Slurm
+    ``on_start(trainer)``, if given, is called before training (eigsweep.slurm uses it to route the Slurm
     preemption signal to ``trainer.stop_requested``)."""
     trainer = Trainer(spec, checkpoint_path, **trainer_options)
     if on_start is not None:

@@ -1,14 +1,18 @@
 # Sweep expansion: every grid point of every sweep is one run with a stable, readable id.
+import os
+import time
+
 from eigsweep.config import all_runs
-from eigsweep.launch import check_task_data, write_jobs_file
+from eigsweep.jobs import check_task_data  # the one place to switch it (moves to eigsweep.tasks)
+from eigsweep.jobs import write_jobs_file
 
 RESULTS = config.get("results_dir", "results")
 RUNS = all_runs(config)
 # each spec serialised once: the train rule's rerun-trigger param and the jobs file share it
 SPEC_JSON = {sweep: {r.run_id: r.to_json() for r in runs} for sweep, runs in RUNS.items()}
-# Specs and resources of every run, resolved from this invocation's config, for the train jobs to read:
-# passing them on each job's command line or as resources costs Snakemake seconds on a 10k-run dry run.
-JOBS_FILE = write_jobs_file(SPEC_JSON, config, ".snakemake/eigsweep/jobs.json")
+# Specs and resources of every run, resolved from this invocation's config, for the train jobs to read, in a
+# content-addressed file that no other invocation can change (eigsweep/jobs.py).
+JOBS_FILE = write_jobs_file(SPEC_JSON, config)
 
 
 def run_file(sweep, run):

@@ -4,7 +4,8 @@ rule train:
     A shell command rather than a script: Snakemake reruns a script rule whenever the script file is newer
     than the output, which after a fresh clone or a pull would retrain cached results. The run's spec is the
     rerun trigger (params); the job reads it, and where to run (executor, Slurm resources), from JOBS_FILE,
-    so resources are not a rerun trigger."""
+    so resources are not a rerun trigger. The jobs file is content-addressed (eigsweep/jobs.py): another
+    invocation cannot change what a running one trains."""
     output:
         run_file("{sweep}", "{run}"),
     params:

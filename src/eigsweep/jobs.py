@@ -1,0 +1,266 @@
+"""The train rule's job: one run, trained exactly as the workflow resolved it, here or on Slurm.
+
+The jobs file. Building the DAG resolves every run's spec (the train rule's ``params.spec``, its rerun
+trigger) and where to run it (config ``executor``, each sweep's Slurm resources) once per invocation, and
+writes them to ``.snakemake/eigsweep/jobs/<sha256 of the content>.json``; each job's command names that file
+(passing specs on the command line or as params costs Snakemake seconds on a 10k-run dry run). The file is
+content-addressed and never rewritten with other content, so another Snakemake call with another config (a
+dry run, or one that then fails on the lock) writes another file and cannot change what the jobs of a
+running sweep read. The job checks that the file still hashes to its name and that the spec names its run.
+
+Nothing here imports torch at module level: the Snakefile imports this module.
+"""
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import itertools
+import json
+import logging
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from eigsweep.config import RunSpec
+
+log = logging.getLogger("eigsweep.jobs")
+
+EXECUTORS = ("local", "slurm")
+JOBS_DIR = ".snakemake/eigsweep/jobs"
+JOBS_FILE_MAX_AGE_S = 30 * 86400   # jobs files not read or written for this long are removed
+# Used for keys missing from config `slurm:` and the sweep's `slurm:`. (Moves to eigsweep.config.)
+DEFAULT_SLURM = dict(partition=None, gpus=0, cpus=2, mem_gb=8, time_min=60, account=None, qos=None,
+                     constraint=None, extra={}, max_requeues=3)
+
+
+class JobError(RuntimeError):
+    """A job cannot start; the message is one line naming the file or key and what to do."""
+
+
+def slurm_resources(config: dict, sweep: str) -> dict:
+    """Defaults, overridden by config `slurm:`, overridden by the sweep's `slurm:` (`extra` merged by key)."""
+    top = config.get("slurm") or {}
+    own = (config.get("sweeps", {}).get(sweep) or {}).get("slurm") or {}
+    res = {**DEFAULT_SLURM, **top, **own}
+    res["extra"] = {**DEFAULT_SLURM["extra"], **(top.get("extra") or {}), **(own.get("extra") or {})}
+    return res
+
+
+@functools.lru_cache(maxsize=None)
+def _check(task_params_json: str) -> None:
+    from eigsweep import registry
+
+    params = json.loads(task_params_json)
+    task = registry.task_class(params["name"])(**{k: v for k, v in params.items() if k != "name"})
+    task.check_available()
+
+
+def check_task_data(task_params: dict) -> None:
+    """Raise (FileNotFoundError naming the expected path) if a task's data is missing. Cached per preset.
+    (Moves to eigsweep.tasks.)"""
+    _check(json.dumps(task_params, sort_keys=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# The jobs file
+
+def write_jobs_file(spec_json: dict[str, dict[str, str]], config: dict, directory: str | Path = JOBS_DIR) -> str:
+    """Write {"executor": …, "slurm": {sweep: resources}, "specs": {sweep: {run_id: spec JSON string}}} to
+    ``directory/<sha256>.json`` unless that file exists; return its path. ``spec_json`` holds each run's
+    ``RunSpec.to_json()``, the very strings of the train rule's params; they are stored as strings so the job
+    trains the identical text. Jobs files unused for ``JOBS_FILE_MAX_AGE_S`` are removed, and temporary files
+    of writes killed mid-way after an hour."""
+    text = json.dumps(dict(executor=config.get("executor", "local"),
+                           slurm={s: slurm_resources(config, s) for s in spec_json}, specs=spec_json))
+    data = text.encode()
+    directory = Path(directory)
+    path = directory / f"{hashlib.sha256(data).hexdigest()}.json"
+    if path.exists():
+        os.utime(path)   # in use: keep it from the clean-up below
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    now = time.time()
+    for old, max_age in [*((f, JOBS_FILE_MAX_AGE_S) for f in directory.glob("*.json")),
+                         *((f, 3600) for f in directory.glob(".*.tmp"))]:   # writes killed mid-way
+        try:
+            if old != path and now - old.stat().st_mtime > max_age:
+                old.unlink()
+        except OSError:
+            pass
+    return str(path)
+
+
+def read_job(jobs_file: str | Path, sweep: str, run: str) -> tuple[str, str, dict]:
+    """(spec JSON, executor, Slurm resources) of one run from a jobs file, after checking the file is the
+    one its name says and the spec is that run's. Raises JobError (one line) otherwise."""
+    path = Path(jobs_file)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise JobError(f"jobs file {path} is unreadable ({e.strerror}); rerun snakemake to write it again") from None
+    if hashlib.sha256(data).hexdigest() != path.stem:
+        raise JobError(f"jobs file {path} does not match its hash (changed after it was written); "
+                       "rerun snakemake to write it again")
+    try:
+        os.utime(path)   # in use: keep it from write_jobs_file's clean-up
+    except OSError:
+        pass
+    jobs = json.loads(data)
+    try:
+        spec_json = jobs["specs"][sweep][run]
+    except KeyError:
+        raise JobError(f"jobs file {path} has no run {run!r} in sweep {sweep!r}") from None
+    spec = RunSpec.from_json(spec_json)
+    if (spec.sweep, spec.run_id) != (sweep, run):
+        raise JobError(f"jobs file {path}: the spec under {sweep}/{run} is run {spec.sweep}/{spec.run_id}")
+    return spec_json, jobs["executor"], jobs["slurm"][sweep]
+
+
+# ---------------------------------------------------------------------------------------------
+# Before training: files the run will write, and its checkpoint
+
+def check_writable(*paths: str | Path | None) -> None:
+    """Create the parent directory of each path and check a file can be created there, so a read-only
+    results directory stops a job before it trains, not after. Raises JobError naming the directory."""
+    for d in dict.fromkeys(Path(p).parent for p in paths if p):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=d)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise JobError(f"cannot write to {d} ({e.strerror}): make it writable, then rerun") from None
+
+
+def load_checkpoint_or_none(path: str | Path, map_location=None, config_hash: str | None = None):
+    """A training checkpoint's state dict, or None to start from scratch: when the file is missing, when it
+    is corrupt (truncated, garbage: it is moved aside to ``<name>.corrupt`` with a warning, so it cannot block
+    its run for good) or when it was written for another configuration (``config_hash`` differs)."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+        if not isinstance(state, dict) or "config_hash" not in state:
+            raise ValueError("not an eigsweep checkpoint")
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, KeyError,
+            AttributeError, ImportError, IndexError, TypeError) as e:
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        log.warning("checkpoint %s is corrupt (%s: %s); moved it to %s and starting the run from scratch",
+                    path, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "", aside)
+        return None
+    if config_hash is not None and state["config_hash"] != config_hash:
+        log.warning("ignoring checkpoint %s: written for another configuration", path)
+        return None
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Locks: `eigsweep sweep` against Snakemake and against itself
+
+LOCK_NAME = ".lock"   # in a sweep's runs/ directory
+
+
+@contextmanager
+def runs_lock(runs_dir: str | Path, exclusive: bool):
+    """flock on ``runs_dir/.lock``: shared for each training job (Snakemake's train jobs, `eigsweep train`),
+    exclusive for `eigsweep sweep`, non-blocking; released when the process ends, even by kill -9. Raises
+    JobError when the other kind holds it."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(runs_dir / LOCK_NAME, "a") as f:
+        try:
+            fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = "a training job (Snakemake or eigsweep train)" if exclusive else "`eigsweep sweep`"
+            raise JobError(f"{runs_dir} is in use by {who}; wait for it to finish or stop it, then rerun") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def snakemake_lock(outputs: list[str | Path], workdir: str | Path = "."):
+    """Lock ``outputs`` the way Snakemake does (an ``N.output.lock`` file listing them in
+    ``workdir/.snakemake/locks``), after checking that no Snakemake lock there names one of them: a
+    Snakemake started meanwhile in ``workdir`` on these files refuses to run, and this refuses while one
+    runs. Like Snakemake's, the lock outlives a kill -9 (remove it with `snakemake --unlock`)."""
+    lockdir = Path(workdir) / ".snakemake" / "locks"
+    mine = {os.path.abspath(p) for p in outputs}
+    for f in sorted(lockdir.glob("*.lock")) if lockdir.is_dir() else []:
+        try:
+            keys = [k.strip() for k in f.read_text().splitlines()]
+        except OSError:
+            continue
+        hit = next((k for k in keys if k and os.path.abspath(Path(workdir, k)) in mine), None)
+        if hit:
+            raise JobError(f"{hit} is locked by a running Snakemake or eigsweep sweep ({f}); if none is "
+                           "running, remove stale locks with `snakemake --unlock`")
+    lockdir.mkdir(parents=True, exist_ok=True)
+    keys = sorted(mine | {os.path.relpath(p, workdir) for p in mine})   # Snakemake writes the paths as given
+    for i in itertools.count():
+        lockfile = lockdir / f"{i}.output.lock"
+        try:
+            fd = os.open(lockfile, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            continue
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(keys) + "\n")
+    try:
+        yield
+    finally:
+        Path(lockfile).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+def setup_logging(log_file: str | Path | None) -> None:
+    handlers = [logging.StreamHandler()]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers, force=True)
+
+
+def run_local(spec: RunSpec, out: str | Path, checkpoint: str | Path | None, log_file: str | Path | None = None):
+    setup_logging(log_file)
+    from eigsweep.train import train_run
+
+    return train_run(spec, out, checkpoint)
+
+
+def run_job(spec_json: str, out: str | Path, checkpoint: str | Path | None, log_file: str | Path | None,
+            executor: str = "local", slurm: dict | None = None):
+    """One run, here or on Slurm with resources ``slurm`` (see slurm_resources), after checking that its
+    result, checkpoint and log directories are writable, holding a shared lock on its runs directory."""
+    if executor not in EXECUTORS:
+        raise JobError(f"config key executor: {executor!r} is not one of {list(EXECUTORS)}")
+    check_writable(out, checkpoint, log_file)
+    with runs_lock(Path(out).parent, exclusive=False):
+        if executor == "local":
+            return run_local(RunSpec.from_json(spec_json), out, checkpoint, log_file)
+        from eigsweep.slurm import run_slurm
+
+        return run_slurm(spec_json, out, checkpoint, log_file, slurm)
+
+
+def run_job_from_file(jobs_file: str | Path, sweep: str, run: str, out, checkpoint, log_file):
+    """The `train` rule's command (`eigsweep job --jobs-file …`): one run as this invocation resolved it."""
+    spec_json, executor, resources = read_job(jobs_file, sweep, run)
+    return run_job(spec_json, out, checkpoint, log_file, executor, resources)
