@@ -16,27 +16,14 @@ import yaml
 import eigsweep.train as train_mod
 from eigsweep import cli
 from eigsweep.config import ConfigError, validate_config
-from eigsweep.jobs import (DEFAULT_SLURM, JOBS_FILE_MAX_AGE_S, JobError, load_checkpoint_or_none, read_job,
-                           run_job, runs_lock, slurm_resources, snakemake_lock,
-                           write_jobs_file)
+from eigsweep.jobs import (JOBS_FILE_MAX_AGE_S, JobError, load_checkpoint_or_none, read_job, run_job, runs_lock,
+                           snakemake_lock, write_jobs_file)
 from eigsweep.results import read_run_file
 from eigsweep.train import train_run
 
 from test_training import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_slurm_resources_defaults_config_and_sweep_overrides():
-    config = dict(slurm=dict(partition="gpu", gpus=1, mem_gb=32, extra={"exclude": "n1", "nice": 5}),
-                  sweeps=dict(a=dict(slurm=dict(time_min=720, qos="long", extra={"nice": 9})), b={}))
-    a = slurm_resources(config, "a")
-    assert a["partition"] == "gpu" and a["gpus"] == 1 and a["mem_gb"] == 32 and a["time_min"] == 720
-    assert a["qos"] == "long" and a["cpus"] == DEFAULT_SLURM["cpus"]
-    assert a["extra"] == {"exclude": "n1", "nice": 9}
-    b = slurm_resources(config, "b")
-    assert b["time_min"] == DEFAULT_SLURM["time_min"] and b["extra"] == {"exclude": "n1", "nice": 5}
-    assert slurm_resources(dict(sweeps=dict(c={})), "c") == DEFAULT_SLURM
 
 
 def test_executor_key_is_validated():

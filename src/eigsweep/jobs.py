@@ -13,7 +13,6 @@ Nothing here imports torch at module level: the Snakefile imports this module.
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import itertools
 import json
@@ -24,44 +23,17 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from eigsweep.config import RunSpec
+from eigsweep.config import RunSpec, slurm_resources
 
 log = logging.getLogger("eigsweep.jobs")
 
 EXECUTORS = ("local", "slurm")
 JOBS_DIR = ".snakemake/eigsweep/jobs"
 JOBS_FILE_MAX_AGE_S = 30 * 86400   # jobs files not read or written for this long are removed
-# Used for keys missing from config `slurm:` and the sweep's `slurm:`. (Moves to eigsweep.config.)
-DEFAULT_SLURM = dict(partition=None, gpus=0, cpus=2, mem_gb=8, time_min=60, account=None, qos=None,
-                     constraint=None, extra={}, max_requeues=3)
 
 
 class JobError(RuntimeError):
     """A job cannot start; the message is one line naming the file or key and what to do."""
-
-
-def slurm_resources(config: dict, sweep: str) -> dict:
-    """Defaults, overridden by config `slurm:`, overridden by the sweep's `slurm:` (`extra` merged by key)."""
-    top = config.get("slurm") or {}
-    own = (config.get("sweeps", {}).get(sweep) or {}).get("slurm") or {}
-    res = {**DEFAULT_SLURM, **top, **own}
-    res["extra"] = {**DEFAULT_SLURM["extra"], **(top.get("extra") or {}), **(own.get("extra") or {})}
-    return res
-
-
-@functools.lru_cache(maxsize=None)
-def _check(task_params_json: str) -> None:
-    from eigsweep import registry
-
-    params = json.loads(task_params_json)
-    task = registry.task_class(params["name"])(**{k: v for k, v in params.items() if k != "name"})
-    task.check_available()
-
-
-def check_task_data(task_params: dict) -> None:
-    """Raise (FileNotFoundError naming the expected path) if a task's data is missing. Cached per preset.
-    (Moves to eigsweep.tasks.)"""
-    _check(json.dumps(task_params, sort_keys=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import os
 import time
 
 from eigsweep.config import all_runs
-from eigsweep.jobs import check_task_data  # the one place to switch it (moves to eigsweep.tasks)
+from eigsweep.tasks import check_task_data
 from eigsweep.jobs import write_jobs_file
 
 RESULTS = config.get("results_dir", "results")
@@ -36,7 +36,7 @@ def checked_run_files(wildcards):
     not per train job: an input function on each of 10k train jobs costs Snakemake more than all our
     DAG work (benchmarks/dag_scale.py). A train job targeted alone checks its data when it starts."""
     for preset in sorted({r.task for r in RUNS[wildcards.sweep]}):
-        check_task_data(config["tasks"][preset])
+        check_task_data(config["tasks"][preset], preset)
     return sweep_run_files(wildcards.sweep)
 
 
