@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import eigsweep
-from eigsweep import figures_index, registry
+from eigsweep import registry
+from eigsweep.figures import catalog as figures_index
 from eigsweep.spectrum import MAX_LTI_EIGENVALUES
 
 
