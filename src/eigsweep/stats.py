@@ -348,7 +348,8 @@ def correlations_dataset(table, by_arch, runstats: xr.Dataset) -> xr.Dataset:
     cols = ["n_runs", "n_architectures", "rho_pooled", "p_naive", "ci_pooled_low", "ci_pooled_high", "rho_within",
             "ci_within_low", "ci_within_high", "p_stratified", "n_arch_within", "note"]
     corr = table.set_index(["task", "statistic"])[cols].to_xarray()
-    parts = [corr, runstats.rename({v: f"run_{v}" for v in runstats.data_vars})]
+    per_run = [v for v in runstats.variables if v != "run"]     # statistics and axes (task, arch, …) per run
+    parts = [corr, runstats.reset_coords().rename({v: f"run_{v}" for v in per_run})]
     if len(by_arch):
         arch = by_arch.set_index(["task", "statistic", "arch"]).to_xarray()
         parts.append(arch.rename({v: f"arch_{v}" for v in arch.data_vars}))
