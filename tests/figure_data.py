@@ -62,10 +62,13 @@ def summary(runs: list[dict], lti: bool = False, heads: int = 1) -> xr.Dataset:
     if any(r["informative"] is not None for r in runs):
         data.update(informative_bin_fraction=(("run", "stage", "layer", "head", "bin"), inf_frac),
                     informative_bin_fraction_std=(("run", "stage", "layer", "head", "bin"), 0 * inf_frac))
-    if lti:   # eigenvalues on a circle of radius 0.9 (init) and 1.1 (trained: unstable), 8 per layer
+    if lti:   # LTI models: eigenvalues on a circle of radius 0.9 (init) and 1.1 (trained: unstable), 8 per layer
+        from eigsweep import registry
+
         ang = np.linspace(0.1, 3.0, 8)
         lam = np.stack([0.9 * np.exp(1j * ang), 1.1 * np.exp(1j * ang)])            # stage, mode
         lam = np.broadcast_to(lam[None, :, None, :], (n, 2, 2, 8)).copy()
+        lam[[not registry.MIXERS[r["arch"]].lti for r in runs]] = np.nan
         data.update(lti_eigenvalue_real=(("run", "stage", "layer", "lti_mode"), lam.real),
                     lti_eigenvalue_imag=(("run", "stage", "layer", "lti_mode"), lam.imag))
     return xr.Dataset(data, coords=dict(
