@@ -245,7 +245,7 @@ def stratified_permutation_test(x, y, strata, n_perm: int = 4000, seed: int = 0)
 def cluster_bootstrap(x, y, strata, n_boot: int = 4000, seed: int = 0, level: float = CI_LEVEL) -> dict:
     """Percentile intervals of the pooled ρ and of the within-stratum ρ, resampling strata (architectures)
     with replacement, each with all its runs. Resamples where a ρ is undefined are dropped. NaN intervals
-    with fewer than MIN_CLUSTERS strata."""
+    with fewer than MIN_CLUSTERS strata (for the within-stratum ρ: strata that have one)."""
     groups = _strata(x, y, strata)
     nan = (float("nan"), float("nan"))
     if len(groups) < MIN_CLUSTERS:
@@ -260,8 +260,10 @@ def cluster_bootstrap(x, y, strata, n_boot: int = 4000, seed: int = 0, level: fl
         parts = [contrib[g[0]] for g in pick if g[0] in contrib]
         within.append(sum(n * r for n, r in parts) / sum(n for n, _ in parts) if parts else np.nan)
     a = (1 - level) / 2
-    out = {}
+    out = {"within": nan}
     for key, vals in (("pooled", np.asarray(pooled)), ("within", np.asarray(within))):
+        if key == "within" and len(contrib) < MIN_CLUSTERS:
+            continue
         vals = vals[np.isfinite(vals)]
         out[key] = tuple(float(q) for q in np.quantile(vals, [a, 1 - a])) if len(vals) else nan
     return out

@@ -67,8 +67,8 @@ def accuracy(ds, options=None, **_):
         ax.set_yticks(np.linspace(0, 1, 6))
         ax.grid(False, axis="x")
         ax.set_title(task, fontsize=9)
-        style.corner_text(ax, style.n_text(best) + (f"; chance {chance:.3g}" if chance is not None else ""),
-                          loc="upper left", width=80)
+        style.corner_text(ax, style.n_text(best) + (f"\nchance {chance:.3g}" if chance is not None else ""),
+                          loc="upper left", width=30 + 8 * len(entries))
         if i % ncol == 0:
             ax.set_ylabel(f"test accuracy ({acc.split('_')[0]} model)", fontsize=8)
     for j in range(len(tasks), nrow * ncol):

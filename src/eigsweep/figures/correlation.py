@@ -165,5 +165,7 @@ def correlation_heatmap(ds, options=None, tables=None, **_):
         ax.set_title("\n".join(textwrap.wrap(label, 60)), fontsize=9)
         ax.set_xlabel("spectral statistic (trained)", fontsize=8)
     fig.tight_layout()
-    fig.notes = [_skipped_note(skipped)]
+    notes = dict.fromkeys(f"{t}: {tables.note.sel(task=t, statistic=n).values.item()}." for t in tasks for n in names
+                          if tables.note.sel(task=t, statistic=n).values.item())
+    fig.notes = [_skipped_note(skipped), *notes]
     return fig

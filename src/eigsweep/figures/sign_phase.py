@@ -50,10 +50,10 @@ def _real_panel(ax, sub, entries, acc, multi_mod):
             ax.scatter(np.full(len(vals), x + off), vals, s=9, color="black", zorder=3)
             top = max(top, np.nanmax(vals) if np.isfinite(vals).any() else 0)
             if m > 0:
-                ax.text(x + off, max(m, np.nanmax(vals)) * 1.03, f"{m:.2g}%", ha="center", va="bottom", fontsize=6.5,
+                ax.text(x + off, max(m, np.nanmax(vals)) * 1.03, f"{m:.3g}%", ha="center", va="bottom", fontsize=6.5,
                         color="0.2")
     if top == 0:
-        ax.text(0.5, 0.5, "no λ < 0 in any of these runs, at initialisation or trained", transform=ax.transAxes,
+        ax.text(0.5, 0.5, "no λ < 0 in these runs,\nat initialisation or trained", transform=ax.transAxes,
                 ha="center", va="center", fontsize=8, color=style.NA_COLOR)
     ax.set_xticks(range(len(entries)), [_label(sub, a, m, acc, multi_mod) for a, m in entries], fontsize=7)
     ax.set_xlim(-0.6, len(entries) - 0.4)
@@ -95,30 +95,35 @@ def sign_phase(ds, options=None, **_):
     multi_mod = len(selection.unique(sub_all.modification.values)) > 1
     kinds = [k for k in (False, True) if any(_is_complex(a) == k for a in sub_all.arch.values)]
     widths = [max(1, max(len(_entries(where(sub_all, task=t), k)) for t in tasks)) for k in kinds]
-    fig, axes = plt.subplots(len(tasks), len(kinds), figsize=(sum(2.0 + 0.9 * w for w in widths), 0.8 + 3.4 * len(tasks)),
-                             squeeze=False, gridspec_kw=dict(width_ratios=widths))
+    # one row per task with a real and a complex panel; with one kind, the tasks' panels wrap into rows
+    ncol = len(kinds) if len(kinds) > 1 else max(1, min(len(tasks), int(14 // (2.0 + 0.9 * widths[0]))))
+    panels = [(t, k) for t in tasks for k in kinds]
+    nrow = int(np.ceil(len(panels) / ncol))
+    ratios = widths if len(kinds) > 1 else [1] * ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(sum(2.0 + 0.9 * w for w in widths) * (ncol if len(kinds) == 1 else 1),
+                                                  0.8 + 3.4 * nrow), squeeze=False, gridspec_kw=dict(width_ratios=ratios))
     phase_handles = []
-    for r, task in enumerate(tasks):
+    for i, (task, complex_) in enumerate(panels):
+        ax = axes[i // ncol, i % ncol]
         sub = where(sub_all, task=task)
-        for c, complex_ in enumerate(kinds):
-            ax = axes[r, c]
-            entries = _entries(sub, complex_)
-            what = "phase distribution (complex λ)" if complex_ else "share of λ < 0 (real λ)"
-            if not entries:
-                style.na_panel(ax, f"no {'complex' if complex_ else 'real'}-spectrum model on this task",
-                               f"{task} · {what}")
-                continue
-            if complex_:
-                phase_handles = _complex_panel(ax, sub, entries, acc, multi_mod)
-            else:
-                _real_panel(ax, sub, entries, acc, multi_mod)
-            ax.set_title(f"{task} · {what}", fontsize=9)
-            shown = sub.isel(run=[i for i, a in enumerate(sub.arch.values) if _is_complex(a) == complex_])
-            note = style.n_text(shown)
-            if selection.view_note(shown):
-                note += "\n" + selection.view_note(shown)
-            style.corner_text(ax, note, loc="upper left",
-                              color="firebrick" if selection.VIEW_ABSENT in shown.spectrum_view.values else "0.25")
+        entries = _entries(sub, complex_)
+        what = "phase distribution (complex λ)" if complex_ else "share of λ < 0 (real λ)"
+        if not entries:
+            style.na_panel(ax, f"no {'complex' if complex_ else 'real'}-spectrum model on this task", f"{task} · {what}")
+            continue
+        if complex_:
+            phase_handles = _complex_panel(ax, sub, entries, acc, multi_mod)
+        else:
+            _real_panel(ax, sub, entries, acc, multi_mod)
+        ax.set_title(f"{task}\n{what}", fontsize=9)
+        shown = sub.isel(run=[k for k, a in enumerate(sub.arch.values) if _is_complex(a) == complex_])
+        note = style.n_text(shown)
+        if selection.view_note(shown):
+            note += "\n" + selection.view_note(shown)
+        style.corner_text(ax, note, loc="upper left", width=28 + 10 * len(entries),
+                          color="firebrick" if selection.VIEW_ABSENT in shown.spectrum_view.values else "0.25")
+    for j in range(len(panels), nrow * ncol):
+        axes[j // ncol, j % ncol].axis("off")
     handles = [Patch(facecolor="white", edgecolor="0.3", label="at initialisation"),
                Patch(facecolor="0.3", label="trained"),
                Line2D([], [], marker="o", ls="", color="black", markersize=3, label="one seed")]
