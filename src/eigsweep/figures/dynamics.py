@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from eigsweep import stats
+from eigsweep import registry, stats
 from eigsweep.figures import selection, style
 from eigsweep.figures.selection import where
 
@@ -22,6 +22,12 @@ def _share(runs, name):
     """Share (%) of the |λ| bins of a statistic over checkpoint steps, mean over layers and heads."""
     v = runs.bin_fraction_during.sel(bin=list(stats.BIN_GROUPS[name])).sum("bin", min_count=1)
     return 100 * v.mean(("layer", "head"))
+
+
+def _view_note(sub) -> str:
+    """The spectra during training are the full ones (result files keep no informative view of them)."""
+    structural = [a for a in selection.unique(sub.arch.values) if a in registry.MIXERS and registry.MIXERS[a].structural]
+    return f"{', '.join(structural)}: {selection.ABSENT_NOTE}" if structural else ""
 
 
 def training_dynamics(ds, options=None, **_):
@@ -75,8 +81,9 @@ def training_dynamics(ds, options=None, **_):
                 ax.set_ylabel("test accuracy" if name == "accuracy" else f"% {stats.STAT_SHORT[name]}", fontsize=8)
             if q == 0:
                 ax.set_title(f"{task}\n{fam}", fontsize=8.5)
-                style.corner_text(ax, style.n_text(sub) + ("\n" + selection.view_note(sub) if selection.view_note(sub)
-                                                           else ""), loc="upper right", fontsize=6.5)
+                note = _view_note(sub)
+                style.corner_text(ax, style.n_text(sub) + (f"\n{note}" if note else ""), loc="upper right",
+                                  fontsize=6.5, color="firebrick" if note else "0.25")
             if q == len(quantities) - 1:
                 ax.set_xlabel("training step", fontsize=8)
     for j in range(len(cols), blocks * ncol):
