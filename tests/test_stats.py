@@ -232,3 +232,14 @@ def test_pooled_share_ci_shrinks_with_more_seeds():
         return float(stats.pooled_share(ds, kind="ci95")[1].squeeze())
 
     assert half_width(50) < half_width(5) / 2
+
+
+def test_statistics_use_the_informative_eigenvalue_of_structural_models():
+    from figure_data import run, summary
+
+    ds = summary([run("deltanet", seed=0, near0=0.05, informative=0.8), run("softmax", seed=0, near0=0.1)])
+    runstats = stats.statistics_tables(ds, {"n_boot": 50, "n_perm": 50})[0]
+    np.testing.assert_allclose(runstats.mass_near_0.values, [80.0, 10.0])        # deltanet: its informative λ
+    assert runstats.spectrum_view.values.tolist() == ["informative", "full"]
+    full = stats.statistics_tables(summary([run("deltanet", near0=0.05)]), {"n_boot": 50, "n_perm": 50})[0]
+    assert full.mass_near_0.values.tolist() == [5.0] and full.spectrum_view.values[0].startswith("full (informative")
