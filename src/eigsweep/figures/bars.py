@@ -5,6 +5,8 @@ best learning rate, seeds pooled. Per head on request (``figures: {per_head: tru
 """
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
@@ -66,14 +68,17 @@ def _draw_panel(ax, runs, layer, head, bins, interval):
         return style.na_panel(ax, f"no layer {layer} in these models")
     ax.set_xticks(np.arange(len(bins)), bins, rotation=35, fontsize=7)
     ax.set_xlim(-0.5, len(bins) - 0.5)
-    ax.set_ylim(0, 112)
     ax.grid(False, axis="x")
     note = style.n_text(runs)
     if one_seed and interval == "ci95":
         note += "\n95% CI n/a: one seed"
     view = selection.view_note(runs)
     absent = selection.VIEW_ABSENT in runs.spectrum_view.values
-    style.corner_text(ax, note + (f"\n{view}" if view else ""), color="firebrick" if absent else "0.25")
+    note += f"\n{view}" if view else ""
+    style.corner_text(ax, note, color="firebrick" if absent else "0.25")
+    lines = sum(len(textwrap.wrap(line, 44)) for line in note.split("\n"))
+    ax.set_ylim(0, 104 + 9 * lines)       # room for the note above a bar at 100%
+    ax.set_yticks(np.arange(0, 101, 20))
 
 
 def spectrum_bars(ds, options=None, per_head=False, **_):
@@ -87,7 +92,7 @@ def spectrum_bars(ds, options=None, per_head=False, **_):
     n_layers = len(_layers(sub_all))
     ncol = n_layers * max(1, 4 // n_layers) if len(panels) > n_layers else n_layers
     nrow = int(np.ceil(len(panels) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.9 * ncol, 0.4 + 2.7 * nrow), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.9 * ncol, 0.4 + 2.7 * nrow), squeeze=False)
     for i, (title, runs, layer, head) in enumerate(panels):
         ax = axes[i // ncol, i % ncol]
         _draw_panel(ax, runs, layer, head, bins, interval)

@@ -79,7 +79,8 @@ def _complex_panel(ax, sub, entries, acc, multi_mod):
         ax.text(x + 0.2, 101, "t", ha="center", fontsize=6.5)
     ax.set_xticks(range(len(entries)), [_label(sub, a, m, acc, multi_mod) for a, m in entries], fontsize=7)
     ax.set_xlim(-0.6, len(entries) - 0.4)
-    ax.set_ylim(0, 108)
+    ax.set_ylim(0, 122)
+    ax.set_yticks(np.arange(0, 101, 20))
     ax.set_ylabel("share of eigenvalues by |arg λ| (%)", fontsize=8)
     ax.grid(False, axis="x")
     return [Patch(color=c, label=f"|arg λ| ∈ {l}°") for c, l in zip(colors, labels)]
@@ -107,7 +108,7 @@ def sign_phase(ds, options=None, **_):
         ax = axes[i // ncol, i % ncol]
         sub = where(sub_all, task=task)
         entries = _entries(sub, complex_)
-        what = "phase distribution (complex λ)" if complex_ else "share of λ < 0 (real λ)"
+        what = "phase distribution (complex λ; i: init, faded; t: trained)" if complex_ else "share of λ < 0 (real λ)"
         if not entries:
             style.na_panel(ax, f"no {'complex' if complex_ else 'real'}-spectrum model on this task", f"{task} · {what}")
             continue
