@@ -295,6 +295,8 @@ def _note(n_runs, n_arch, n_within, constant) -> str:
         notes.append("one architecture: pooled tests n/a")
     elif n_arch < MIN_CLUSTERS:
         notes.append(f"{n_arch} architectures: no bootstrap over architectures")
+    if 0 < n_within < MIN_CLUSTERS:
+        notes.append(f"within-architecture ρ rests on {n_within} architecture(s): no bootstrap interval")
     if n_within == 0 and not constant and n_runs >= MIN_RUNS:
         notes.append(f"no architecture with ≥ {MIN_RUNS} runs varying in both: within-architecture ρ n/a"
                      + ("; the pooled ρ compares architectures, not spectra" if n_arch > 1 else ""))
