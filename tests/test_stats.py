@@ -87,10 +87,12 @@ def _summary(n_runs=4):
         frac[r, :, :, :, 4] = 0.05
     lower = np.array([0.0, 0.1, 0.5, 0.9, 1.0, 10.0, 100.0])
     upper = np.array([0.1, 0.5, 0.9, 1.0, 10.0, 100.0, np.inf])
+    acc = np.linspace(0.9, 0.3, n_runs)
     return xr.Dataset(
         dict(bin_fraction=(("run", "stage", "layer", "head", "bin"), frac),
              fine_count=(("run", "stage", "layer", "head", "fine_bin"), 1000 * frac),
-             best_acc=("run", np.linspace(0.9, 0.3, n_runs)), status=("run", ["ok"] * (n_runs - 1) + ["diverged"])),
+             final_acc=("run", acc), best_acc=("run", acc[::-1].copy()),
+             status=("run", ["ok"] * (n_runs - 1) + ["diverged"])),
         coords=dict(run=[f"r{i}" for i in range(n_runs)], stage=["init", "trained"], layer=[0, 1], head=[0],
                     bin=bins, fine_bin=np.arange(7), fine_lower=("fine_bin", lower), fine_upper=("fine_bin", upper),
                     task=("run", ["t"] * n_runs), arch=("run", ["a", "a", "b", "b"][:n_runs]),
@@ -105,14 +107,105 @@ def test_run_statistics_and_correlation_table():
     assert np.isnan(rs.mass_near_0.values[3])                     # diverged: undefined, not zero
     # median |λ| lies in (0.9, 1] for every ok run: a finite horizon
     assert np.all(np.isfinite(rs.median_horizon.values[:3]))
-    table = stats.correlations(rs, n_boot=200)
+    np.testing.assert_allclose(rs.accuracy.values, _summary().final_acc.values)      # the final model by default
+    np.testing.assert_allclose(stats.run_statistics(_summary(), acc="best_acc").accuracy.values,
+                               _summary().best_acc.values)
+    table, by_arch = stats.correlations(rs, n_boot=200, n_perm=200)
     row = table.set_index("statistic").loc["mass_near_0"]
-    assert row.n_runs == 3 and row.spearman_rho == pytest.approx(-1.0)     # more mass near 0, less accuracy
-    assert row.ci_low == pytest.approx(-1.0) and row.ci_high == pytest.approx(-1.0)
-    assert np.isnan(table.set_index("statistic").loc["mass_above_1"].spearman_rho)   # constant statistic
-    ds = stats.correlations_dataset(table, rs)
-    assert ds.spearman_rho.sel(task="t", statistic="mass_near_0") == pytest.approx(-1.0)
-    assert "run_mass_near_0" in ds
+    assert row.n_runs == 3 and row.n_architectures == 2
+    assert row.rho_pooled == pytest.approx(-1.0)     # more mass near 0, less accuracy
+    assert "one architecture" not in row.note and "2 architectures" in row.note   # too few to resample
+    assert np.isnan(row.ci_pooled_low) and np.isnan(row.p_stratified)      # b has one run, a has two
+    assert np.isnan(table.set_index("statistic").loc["mass_above_1"].rho_pooled)   # constant statistic
+    assert set(by_arch.arch) == {"a", "b"} and (by_arch.n_runs.values > 0).all()
+    ds = stats.correlations_dataset(table, by_arch, rs)
+    assert ds.rho_pooled.sel(task="t", statistic="mass_near_0") == pytest.approx(-1.0)
+    assert "run_mass_near_0" in ds and "arch_rho" in ds
+
+
+# -- model identity: constructed runs where the answer is known ----------------------------------
+
+def _runstats(x, y, arch, task="t"):
+    n = len(x)
+    data = {name: ("run", np.asarray(x, dtype=float)) for name in stats.STATISTICS}
+    return xr.Dataset(dict(data, accuracy=("run", np.asarray(y, dtype=float))),
+                      coords=dict(run=[f"r{i}" for i in range(n)], arch=("run", list(arch)), task=("run", [task] * n)))
+
+
+def _simpson(n_arch=6, n_per=5):
+    """Within every architecture accuracy rises with the statistic (ρ = +1); across architectures the one
+    with more of it is worse, so the naive pooled ρ is negative."""
+    x = np.concatenate([10 * a + np.arange(n_per) for a in range(n_arch)])
+    y = np.concatenate([1 - 0.1 * a + 0.01 * np.arange(n_per) for a in range(n_arch)])
+    arch = np.repeat([f"m{a}" for a in range(n_arch)], n_per)
+    return x, y, arch
+
+
+def test_simpsons_paradox_within_architecture_is_reported():
+    x, y, arch = _simpson()
+    rho, _ = stats.spearman(x, y)
+    assert rho < -0.5                                                # the naive pooled ρ: negative
+    assert stats.within_rho(x, y, arch) == (pytest.approx(1.0), 6)
+    w, p = stats.stratified_permutation_test(x, y, arch, n_perm=999)
+    assert w == pytest.approx(1.0) and p == pytest.approx(1 / 1000)  # no permutation within arch reaches +1
+    boot = stats.cluster_bootstrap(x, y, arch, n_boot=500)
+    assert boot["within"] == (pytest.approx(1.0), pytest.approx(1.0))
+    assert boot["pooled"][1] < 0                                     # resampling architectures keeps it negative
+    table, by_arch = stats.correlations(_runstats(x, y, arch), n_boot=300, n_perm=999)
+    row = table.iloc[0]
+    assert row.rho_pooled < -0.5 and row.rho_within == pytest.approx(1.0) and row.p_stratified < 0.01
+    assert row.n_runs == 30 and row.n_architectures == 6 and row.n_arch_within == 6 and row.note == ""
+    np.testing.assert_allclose(by_arch[by_arch.statistic == "mass_near_0"].rho.values, 1.0)
+
+
+def test_stratified_test_ignores_between_architecture_differences():
+    # one run per architecture: a perfect pooled ρ, but nothing within any architecture to test
+    x, y, arch = np.arange(8.0), np.arange(8.0) / 10, [f"m{i}" for i in range(8)]
+    assert stats.spearman(x, y)[0] == pytest.approx(1.0)
+    assert all(np.isnan(v) for v in stats.stratified_permutation_test(x, y, arch))
+    row = stats.correlations(_runstats(x, y, arch), n_boot=200, n_perm=200)[0].iloc[0]
+    assert "compares architectures, not spectra" in row.note and np.isnan(row.rho_within)
+    assert np.isfinite(row.ci_pooled_low)                   # 8 architectures: the cluster bootstrap runs
+
+
+def test_stratified_permutation_test_is_exact_for_few_permutations():
+    # two architectures of 3 runs, both ρ = +1: of the 3!·3! = 36 within-stratum permutations only the
+    # identity (ρ̄ = +1) and reversing both (ρ̄ = −1) reach |ρ̄| = 1: p = 2/36 exactly
+    x = np.array([1.0, 2, 3, 1, 2, 3])
+    y = np.array([1.0, 2, 3, 4, 5, 6])
+    w, p = stats.stratified_permutation_test(x, y, ["a"] * 3 + ["b"] * 3, n_perm=100)
+    assert w == pytest.approx(1.0) and p == pytest.approx(2 / 36)
+
+
+def test_one_architecture_reports_pooled_tests_as_na():
+    x = np.arange(6.0)
+    table, by_arch = stats.correlations(_runstats(x, x[::-1], ["softmax"] * 6), n_boot=200, n_perm=1000)
+    row = table.iloc[0]
+    assert row.rho_pooled == pytest.approx(-1.0) and row.n_architectures == 1
+    assert np.isnan(row.p_stratified) and np.isnan(row.ci_pooled_low) and "one architecture" in row.note
+    arch = by_arch.iloc[0]
+    assert arch.rho == pytest.approx(-1.0) and arch.p_permutation == pytest.approx(2 / 720)   # exact, 6! pairings
+
+
+def test_statistics_tables_collapse_duplicates(tmp_path):
+    from figure_data import run, summary
+
+    runs = [run("softmax", "none", seed=s, acc=0.5 + 0.1 * s, near0=0.1 * s) for s in range(3)]
+    runs += [run("softmax", "beta2", seed=s, acc=0.5 + 0.1 * s, near0=0.1 * s, options={"beta_range": 2.0})
+             for s in range(3)]                                                     # copies: softmax has no β
+    runs += [run("deltanet", m, seed=s, acc=0.3 + 0.2 * s + (m == "beta2") * 0.05, near0=0.3 - 0.1 * s,
+                 options={"beta_range": 2.0} if m == "beta2" else {}) for m in ("none", "beta2") for s in range(3)]
+    ds = summary(runs)
+    runstats, table, by_arch = stats.statistics_tables(ds, {"n_boot": 100, "n_perm": 100})
+    assert runstats.sizes["run"] == 9 and set(runstats.arch.values[runstats.modification.values == "beta2"]) == {"deltanet"}
+    row = table.set_index("statistic").loc["mass_near_0"]
+    assert row.n_runs == 9 and row.n_duplicates_dropped == 3 and row.accuracy == "final"
+    arch = by_arch[by_arch.statistic == "mass_near_0"].set_index("arch")
+    assert arch.n_runs.to_dict() == {"softmax": 3, "deltanet": 6}
+    assert arch.rho["softmax"] == pytest.approx(1.0)
+    paths = stats.write_tables(ds, tmp_path, {"n_boot": 100, "n_perm": 100})
+    assert [p.name for p in paths] == ["correlations.csv", "correlations_by_arch.csv", "correlations.nc"]
+    assert (tmp_path / "correlations.csv").read_text().count("\nt,") == 4
 
 
 def test_mean_interval():
@@ -123,7 +216,7 @@ def test_mean_interval():
     _, half = stats.mean_interval(v, kind="ci95")
     assert half[0] == pytest.approx(4.302653 * 2 / np.sqrt(3), rel=1e-5)   # t(0.975, 2) · s/√n
     _, half1 = stats.mean_interval(v[:1], kind="ci95")
-    np.testing.assert_allclose(half1, 0)
+    assert np.isnan(half1).all()                                           # one seed: no CI, not a zero-width one
     with pytest.raises(ValueError):
         stats.mean_interval(v, kind="iqr")
 
@@ -139,3 +232,14 @@ def test_pooled_share_ci_shrinks_with_more_seeds():
         return float(stats.pooled_share(ds, kind="ci95")[1].squeeze())
 
     assert half_width(50) < half_width(5) / 2
+
+
+def test_statistics_use_the_informative_eigenvalue_of_structural_models():
+    from figure_data import run, summary
+
+    ds = summary([run("deltanet", seed=0, near0=0.05, informative=0.8), run("softmax", seed=0, near0=0.1)])
+    runstats = stats.statistics_tables(ds, {"n_boot": 50, "n_perm": 50})[0]
+    np.testing.assert_allclose(runstats.mass_near_0.values, [80.0, 10.0])        # deltanet: its informative λ
+    assert runstats.spectrum_view.values.tolist() == ["informative", "full"]
+    full = stats.statistics_tables(summary([run("deltanet", near0=0.05)]), {"n_boot": 50, "n_perm": 50})[0]
+    assert full.mass_near_0.values.tolist() == [5.0] and full.spectrum_view.values[0].startswith("full (informative")

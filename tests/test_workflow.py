@@ -111,7 +111,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
     assert summary.sizes["run"] == 3
     assert set(summary.arch.values.tolist()) == {"softmax", "linear", "mamba2"}
     assert {"bin_fraction", "best_acc", "status", "fine_count"} <= set(summary.data_vars)
-    from eigsweep.figures_index import FIGURES, sweep_figures
+    from eigsweep.figures.catalog import FIGURES, sweep_figures
 
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     expected = sweep_figures(config["sweeps"]["demo"])
@@ -131,7 +131,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
 def test_figures_from_existing_results_and_report(tmp_path):
     """Every figure family (modifications, LTI complex plane, per head included) from existing result files;
     a missing run is named, never trained; `snakemake --report` builds an HTML report with the figures."""
-    from eigsweep.figures_index import FIGURES, sweep_figures
+    from eigsweep.figures.catalog import FIGURES, sweep_figures
 
     def tiny(c):
         c["tasks"]["mqar_demo"].update(n_train=64, n_test=16, seq_len=16, vocab_size=40, num_kv_pairs=2)

@@ -1,5 +1,6 @@
-"""Statistics the paper lacked: per-run spectral statistics, Spearman correlation with accuracy and its
-bootstrap confidence interval, intervals over seeds. Pure numpy/scipy/xarray (no torch, no plotting).
+"""Statistics the paper lacked: per-run spectral statistics, their rank correlation with accuracy in ways that
+respect model identity, intervals over seeds. Pure numpy/scipy/xarray (no torch, no plotting); the
+``statistics`` rule writes their tables (``write_tables``), the figures read them.
 
 Per-run spectral statistics (from the trained spectrum of a result file, pooled over layers and heads):
 
@@ -10,11 +11,26 @@ Per-run spectral statistics (from the trained spectrum of a result file, pooled 
   (|λ| ≥ 1 counts as an infinite horizon, so the median is ∞ when half the eigenvalues have |λ| ≥ 1).
 
 Shares are means over layers and heads of the per-(layer, head) shares (each already a mean over evaluation
-samples); the median horizon pools the eigenvalue counts of all layers and heads.
+samples); the median horizon pools the eigenvalue counts of all layers and heads. Models with structural
+eigenvalues (DeltaNet family) contribute their informative eigenvalue where the result files have it.
+
+Correlation with accuracy, per task and statistic (``correlations``), after duplicate runs are collapsed:
+
+- pooled: Spearman's ρ over every run, with a cluster bootstrap interval that resamples architectures
+  (each with all its runs), since runs of one architecture are not independent;
+- within architecture: Spearman's ρ over the runs of each architecture (lr, seed, modification), with a
+  bootstrap interval over its runs and an exact/Monte-Carlo permutation p-value; their mean weighted by runs,
+  tested by a stratified permutation test (accuracy permuted within each architecture), with a cluster
+  bootstrap interval. A pooled ρ over architectures with one run each compares architectures, not spectra.
 """
 from __future__ import annotations
 
+import itertools
+import math
+import os
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -34,6 +50,9 @@ STAT_SHORT = {"mass_near_0": "|λ| ≤ 0.1", "mass_near_1": "0.9 < |λ| ≤ 1", 
 # which of the paper's 7 bins (by label) each share sums
 BIN_GROUPS = {"mass_near_0": ("[0,0.1]",), "mass_near_1": ("(0.9,1]",),
               "mass_above_1": ("(1,10]", "(10,100]", ">100")}
+MIN_RUNS = 3        # Spearman's ρ needs three runs
+MIN_CLUSTERS = 3    # a bootstrap over architectures needs three of them
+CI_LEVEL = 0.95
 
 
 # -- memory horizon ------------------------------------------------------------------------------
@@ -75,8 +94,8 @@ def median_horizon(counts, lower, upper) -> float:
 
 # -- per-run statistics --------------------------------------------------------------------------
 
-def run_statistics(ds: xr.Dataset, stage: str = "trained") -> xr.Dataset:
-    """The spectral statistics of every run of a summary (dims: run), plus its accuracy and axes.
+def run_statistics(ds: xr.Dataset, stage: str = "trained", acc: str = "final_acc") -> xr.Dataset:
+    """The spectral statistics of every run of a summary (dims: run), plus its accuracy (``acc``) and axes.
 
     ``ds`` is a summary.nc (a ``run`` dim) or one result file (promoted to one run)."""
     if "run" not in ds.dims:
@@ -91,9 +110,10 @@ def run_statistics(ds: xr.Dataset, stage: str = "trained") -> xr.Dataset:
     out["median_horizon"] = xr.DataArray([median_horizon(fine.sel(run=r).values, lower, upper)
                                           for r in fine.run.values], dims="run")
     res = xr.Dataset(out).assign_coords(run=ds.run.values)
-    res["accuracy"] = ds.best_acc.astype(float)
+    res["accuracy"] = ds[acc].astype(float)
+    res["accuracy"].attrs.update(long_name=f"test accuracy ({acc.split('_')[0]} model)", source=acc)
     res["status"] = ds.status
-    for a in ("task", "arch", "modification", "seed", "lr"):
+    for a in ("task", "arch", "modification", "seed", "lr", "spectrum_view"):
         if a in ds.coords:
             res = res.assign_coords({a: ("run", ds[a].values)})
     # a diverged run has no trained spectrum: its statistics are undefined, not zero
@@ -106,7 +126,15 @@ def run_statistics(ds: xr.Dataset, stage: str = "trained") -> xr.Dataset:
     return res
 
 
-# -- correlation ---------------------------------------------------------------------------------
+def negative_share(ds: xr.Dataset) -> xr.DataArray:
+    """Share (%) of λ < 0 per run and stage, mean over layers and heads: ``negative_fraction`` when the
+    result files carry it, else the last phase bin (90°, 180°], which holds exactly the negative λ of a real
+    spectrum (for a complex one it also holds complex λ with |arg λ| > 90°)."""
+    frac = ds["negative_fraction"] if "negative_fraction" in ds else ds.phase_fraction.isel(phase_bin=-1, drop=True)
+    return 100 * frac.mean([d for d in frac.dims if d not in ("run", "stage")])
+
+
+# -- Spearman ----------------------------------------------------------------------------------------
 
 def _finite_pairs(x, y):
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -151,43 +179,249 @@ def bootstrap_spearman_ci(x, y, n_boot: int = 4000, level: float = 0.95, seed: i
     return float(lo), float(hi)
 
 
-def correlations(runstats: xr.Dataset, n_boot: int = 4000, seed: int = 0) -> "pandas.DataFrame":
-    """Tidy table: one row per (task, statistic) with n, Spearman ρ, p-value and bootstrap 95% CI of ρ
-    between the statistic and test accuracy, over every run of the task (models × modifications × seeds ×
-    lr) with a defined statistic and accuracy."""
+# -- correlation respecting model identity ------------------------------------------------------
+
+def _unit_ranks(v: np.ndarray) -> np.ndarray | None:
+    """Centred ranks scaled to unit norm (so a dot product of two is Spearman's ρ); None if constant."""
+    r = sps.rankdata(v)
+    r = r - r.mean()
+    norm = np.sqrt((r ** 2).sum())
+    return r / norm if norm > 0 else None
+
+
+def _strata(x, y, strata) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """[(stratum, x, y)] over the pairs where both are defined (±∞ kept), in order of first appearance."""
+    x, y, g = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(strata)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y, g = x[keep], y[keep], g[keep]
+    return [(s, x[g == s], y[g == s]) for s in dict.fromkeys(g.tolist())]
+
+
+def _contributing(groups):
+    """The strata with a defined within-stratum ρ (≥ MIN_RUNS runs, neither side constant): [(name, n, rx, ry)]."""
+    out = []
+    for name, x, y in groups:
+        if len(x) >= MIN_RUNS:
+            rx, ry = _unit_ranks(x), _unit_ranks(y)
+            if rx is not None and ry is not None:
+                out.append((name, len(x), rx, ry))
+    return out
+
+
+def within_rho(x, y, strata) -> tuple[float, int]:
+    """Mean of the within-stratum Spearman ρ, weighted by the stratum's runs, and how many strata have one
+    (NaN, 0 when none)."""
+    parts = _contributing(_strata(x, y, strata))
+    if not parts:
+        return float("nan"), 0
+    w = np.array([n for _, n, _, _ in parts], dtype=float)
+    rho = np.array([rx @ ry for _, _, rx, ry in parts])
+    return float((w * rho).sum() / w.sum()), len(parts)
+
+
+def stratified_permutation_test(x, y, strata, n_perm: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Within-stratum ρ (``within_rho``) and its two-sided p-value under the null of no association within
+    any stratum: y is permuted within each stratum (so between-stratum differences never count). Exact
+    (every permutation) when there are at most ``n_perm`` of them, else Monte Carlo with p = (1 + k)/(1 + n).
+    (NaN, NaN) when no stratum has a defined ρ."""
+    parts = _contributing(_strata(x, y, strata))
+    if not parts:
+        return float("nan"), float("nan")
+    w = np.array([n for _, n, _, _ in parts], dtype=float)
+    w = w / w.sum()
+    observed = float(sum(wi * (rx @ ry) for wi, (_, _, rx, ry) in zip(w, parts)))
+    exact = math.prod(math.factorial(n) for _, n, _, _ in parts) <= n_perm
+    if exact:
+        null = np.zeros(1)
+        for wi, (_, n, rx, ry) in zip(w, parts):
+            perms = np.array(list(itertools.permutations(range(n))))
+            null = np.add.outer(null, wi * (ry[perms] @ rx)).ravel()
+        return observed, float(np.mean(np.abs(null) >= abs(observed) - 1e-12))
+    rng = np.random.default_rng(seed)
+    null = sum(wi * (rng.permuted(np.tile(ry, (n_perm, 1)), axis=1) @ rx) for wi, (_, _, rx, ry) in zip(w, parts))
+    return observed, float((1 + np.sum(np.abs(null) >= abs(observed) - 1e-12)) / (1 + n_perm))
+
+
+def cluster_bootstrap(x, y, strata, n_boot: int = 4000, seed: int = 0, level: float = CI_LEVEL) -> dict:
+    """Percentile intervals of the pooled ρ and of the within-stratum ρ, resampling strata (architectures)
+    with replacement, each with all its runs. Resamples where a ρ is undefined are dropped. NaN intervals
+    with fewer than MIN_CLUSTERS strata (for the within-stratum ρ: strata that have one)."""
+    groups = _strata(x, y, strata)
+    nan = (float("nan"), float("nan"))
+    if len(groups) < MIN_CLUSTERS:
+        return {"pooled": nan, "within": nan}
+    contrib = {name: (n, rx @ ry) for name, n, rx, ry in _contributing(groups)}
+    rng = np.random.default_rng(seed)
+    pooled, within = [], []
+    for _ in range(n_boot):
+        pick = [groups[i] for i in rng.integers(0, len(groups), len(groups))]
+        xs, ys = np.concatenate([g[1] for g in pick]), np.concatenate([g[2] for g in pick])
+        pooled.append(_rank_corr_rows(sps.rankdata(xs)[None], sps.rankdata(ys)[None])[0])
+        parts = [contrib[g[0]] for g in pick if g[0] in contrib]
+        within.append(sum(n * r for n, r in parts) / sum(n for n, _ in parts) if parts else np.nan)
+    a = (1 - level) / 2
+    out = {"within": nan}
+    for key, vals in (("pooled", np.asarray(pooled)), ("within", np.asarray(within))):
+        if key == "within" and len(contrib) < MIN_CLUSTERS:
+            continue
+        vals = vals[np.isfinite(vals)]
+        out[key] = tuple(float(q) for q in np.quantile(vals, [a, 1 - a])) if len(vals) else nan
+    return out
+
+
+def permutation_p(x, y, n_perm: int = 4000, seed: int = 0) -> float:
+    """Two-sided permutation p-value of Spearman's ρ (scipy, permuting the pairing; exact when there are at
+    most ``n_perm`` orders)."""
+    x, y = _finite_pairs(x, y)
+    if len(x) < MIN_RUNS or _unit_ranks(x) is None or _unit_ranks(y) is None:
+        return float("nan")
+    ry = sps.rankdata(y)
+
+    def rho(xp, axis=-1):   # vectorised over resamples: ranks of each permuted x against y's ranks
+        return _rank_corr_rows(sps.rankdata(np.moveaxis(xp, axis, -1), axis=-1), ry)
+
+    res = sps.permutation_test((x,), rho, permutation_type="pairings", vectorized=True, n_resamples=n_perm,
+                               random_state=seed)
+    return float(res.pvalue)
+
+
+def _note(n_runs, n_arch, n_within, constant) -> str:
+    notes = []
+    if constant:
+        notes.append("constant statistic or accuracy: ρ undefined")
+    elif n_runs < MIN_RUNS:
+        notes.append(f"{n_runs} run(s): ρ undefined")
+    if n_arch < 2:
+        notes.append("one architecture: pooled tests n/a")
+    elif n_arch < MIN_CLUSTERS:
+        notes.append(f"{n_arch} architectures: no bootstrap over architectures")
+    if 0 < n_within < MIN_CLUSTERS:
+        notes.append(f"within-architecture ρ rests on {n_within} architecture(s): no bootstrap interval")
+    if n_within == 0 and not constant and n_runs >= MIN_RUNS:
+        notes.append(f"no architecture with ≥ {MIN_RUNS} runs varying in both: within-architecture ρ n/a"
+                     + ("; the pooled ρ compares architectures, not spectra" if n_arch > 1 else ""))
+    return "; ".join(notes)
+
+
+def correlations(runstats: xr.Dataset, n_boot: int = 4000, n_perm: int = 4000, seed: int = 0):
+    """Two tidy tables of Spearman correlations between each statistic and accuracy over the runs of each task
+    (runs with both defined):
+
+    - ``table``: one row per (task, statistic): n_runs, n_architectures, pooled ρ with its naive p-value and
+      its cluster-bootstrap interval, within-architecture ρ with its cluster-bootstrap interval and its
+      stratified permutation p-value, the number of architectures it rests on, and a note saying what is n/a;
+    - ``by_arch``: one row per (task, statistic, architecture): n_runs, ρ, bootstrap interval over its runs,
+      permutation p-value."""
     import pandas as pd
 
-    rows = []
-    tasks = list(dict.fromkeys(runstats.task.values.tolist()))
-    for task in tasks:
+    rows, arch_rows = [], []
+    for task in dict.fromkeys(runstats.task.values.tolist()):
         sub = runstats.isel(run=np.flatnonzero(runstats.task.values == task))
-        acc = sub.accuracy.values
+        acc, arch = sub.accuracy.values.astype(float), sub.arch.values
         for name in STATISTICS:
-            x, y = _finite_pairs(sub[name].values, acc)
-            rho, p = spearman(x, y)
-            lo, hi = bootstrap_spearman_ci(x, y, n_boot=n_boot, seed=seed)
-            rows.append(dict(task=task, statistic=name, n_runs=len(x), n_models=len(set(sub.arch.values.tolist())),
-                             spearman_rho=rho, p_value=p, ci_low=lo, ci_high=hi, ci_level=0.95, n_boot=n_boot))
-    return pd.DataFrame(rows)
+            x = sub[name].values.astype(float)
+            keep = ~(np.isnan(x) | np.isnan(acc))
+            xs, ys, gs = x[keep], acc[keep], arch[keep]
+            n_runs, n_arch = len(xs), len(set(gs.tolist()))
+            rho, p_naive = spearman(xs, ys)
+            rho_w, p_strat = stratified_permutation_test(xs, ys, gs, n_perm=n_perm, seed=seed)
+            n_within = within_rho(xs, ys, gs)[1]
+            boot = cluster_bootstrap(xs, ys, gs, n_boot=n_boot, seed=seed)
+            if n_arch < 2:            # one architecture: nothing pooled to test
+                p_strat = float("nan")
+            constant = n_runs >= MIN_RUNS and not np.isfinite(rho)
+            rows.append(dict(task=task, statistic=name, n_runs=n_runs, n_architectures=n_arch,
+                             rho_pooled=rho, p_naive=p_naive, ci_pooled_low=boot["pooled"][0],
+                             ci_pooled_high=boot["pooled"][1], rho_within=rho_w, ci_within_low=boot["within"][0],
+                             ci_within_high=boot["within"][1], p_stratified=p_strat, n_arch_within=n_within,
+                             note=_note(n_runs, n_arch, n_within, constant), ci_level=CI_LEVEL, n_boot=n_boot,
+                             n_perm=n_perm))
+            for a, xa, ya in _strata(xs, ys, gs):
+                lo, hi = bootstrap_spearman_ci(xa, ya, n_boot=n_boot, seed=seed)
+                arch_rows.append(dict(task=task, statistic=name, arch=a, n_runs=len(xa), rho=spearman(xa, ya)[0],
+                                      ci_low=lo, ci_high=hi, p_permutation=permutation_p(xa, ya, n_perm, seed)))
+    by_arch = pd.DataFrame(arch_rows, columns=["task", "statistic", "arch", "n_runs", "rho", "ci_low", "ci_high",
+                                               "p_permutation"])
+    return pd.DataFrame(rows), by_arch
 
 
-def correlations_dataset(table, runstats: xr.Dataset) -> xr.Dataset:
-    """The correlation table as a (task, statistic) netCDF-ready Dataset, with the per-run statistics."""
-    cols = ["n_runs", "spearman_rho", "p_value", "ci_low", "ci_high"]
+def correlations_dataset(table, by_arch, runstats: xr.Dataset) -> xr.Dataset:
+    """Both tables and the per-run statistics as one netCDF-ready Dataset: pooled variables on
+    (task, statistic), per-architecture ones (prefix ``arch_``) on (task, statistic, arch), per-run ones
+    (prefix ``run_``) on run."""
+    cols = ["n_runs", "n_architectures", "rho_pooled", "p_naive", "ci_pooled_low", "ci_pooled_high", "rho_within",
+            "ci_within_low", "ci_within_high", "p_stratified", "n_arch_within", "note"]
     corr = table.set_index(["task", "statistic"])[cols].to_xarray()
-    runs = runstats.rename({v: f"run_{v}" for v in runstats.data_vars})
-    out = xr.merge([corr, runs], compat="override")
-    out.attrs.update(method="Spearman rank correlation with test accuracy (best over training) across the runs "
-                     "of a task; 95% percentile bootstrap CI over runs", ci_level=0.95,
-                     n_boot=int(table.n_boot.iloc[0]) if len(table) else 0)
+    per_run = [v for v in runstats.variables if v != "run"]     # statistics and axes (task, arch, …) per run
+    parts = [corr, runstats.reset_coords().rename({v: f"run_{v}" for v in per_run})]
+    if len(by_arch):
+        arch = by_arch.set_index(["task", "statistic", "arch"]).to_xarray()
+        parts.append(arch.rename({v: f"arch_{v}" for v in arch.data_vars}))
+    out = xr.merge(parts, compat="override", join="outer")
+    out.attrs.update(method="Spearman rank correlation with test accuracy across the runs of a task, duplicates "
+                     "collapsed: pooled (cluster bootstrap over architectures) and within architecture (stratified "
+                     "permutation test, accuracy permuted within architecture)", ci_level=CI_LEVEL,
+                     n_boot=int(table.n_boot.iloc[0]) if len(table) else 0,
+                     n_perm=int(table.n_perm.iloc[0]) if len(table) else 0,
+                     accuracy=str(runstats.accuracy.attrs.get("source", "")))
     return out
+
+
+def statistics_tables(ds: xr.Dataset, options: dict | None = None):
+    """From a summary: (per-run statistics, pooled table, per-architecture table), duplicates collapsed, the
+    informative view for models with structural eigenvalues, the accuracy chosen by ``options``
+    (``accuracy: final|best``, default final), ``n_boot`` and ``n_perm`` resamples."""
+    from eigsweep.figures import selection
+
+    options = dict(options or {})
+    acc = selection.accuracy_var(options)
+    kept = selection.informative_view(selection.collapse_duplicates(ds))
+    runstats = run_statistics(kept, acc=acc)
+    table, by_arch = correlations(runstats, n_boot=int(options.get("n_boot", 4000)),
+                                  n_perm=int(options.get("n_perm", 4000)))
+    dropped = {r for rest in selection.duplicates(ds).values() for r in rest}
+    per_task = {t: sum(1 for r, tt in zip(ds.run.values.tolist(), ds.task.values.tolist()) if tt == t and r in dropped)
+                for t in set(ds.task.values.tolist())}
+    table.insert(4, "n_duplicates_dropped", [per_task.get(t, 0) for t in table.task])
+    table.insert(5, "accuracy", acc.split("_")[0])
+    return runstats, table, by_arch
+
+
+def _write_csv_atomic(frame, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_tables(ds: xr.Dataset, outdir: str | Path, options: dict | None = None) -> list[Path]:
+    """results/<sweep>/correlations.csv, correlations_by_arch.csv and correlations.nc, written atomically."""
+    from eigsweep.results import write_atomic
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    runstats, table, by_arch = statistics_tables(ds, options)
+    paths = [outdir / "correlations.csv", outdir / "correlations_by_arch.csv", outdir / "correlations.nc"]
+    _write_csv_atomic(table, paths[0])
+    _write_csv_atomic(by_arch, paths[1])
+    write_atomic(correlations_dataset(table, by_arch, runstats), paths[2])
+    return paths
 
 
 # -- intervals over seeds ------------------------------------------------------------------------
 
+# what each interval is, in the words every figure uses
+INTERVAL_NAMES = {"std": "mean ± 1 s.d. over seeds and samples", "ci95": "mean ± 95% CI over seeds (t)"}
+
+
 def mean_interval(values, axis=0, kind: str = "std"):
     """Mean along ``axis`` and the half-width of an interval: ``std`` (one standard deviation, ddof 0)
-    or ``ci95`` (Student-t 95% CI of the mean; 0 for a single value). NaNs are ignored."""
+    or ``ci95`` (Student-t 95% CI of the mean; NaN, not 0, for a single value: one seed has no CI). NaNs
+    are ignored."""
     v = np.asarray(values, dtype=float)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN slices give NaN, quietly
@@ -198,7 +432,7 @@ def mean_interval(values, axis=0, kind: str = "std"):
         if kind == "ci95":
             sd = np.nanstd(v, axis=axis, ddof=1) if v.shape[axis] > 1 else np.zeros_like(mean)
             t = sps.t.ppf(0.975, np.maximum(n - 1, 1))
-            half = np.where(n > 1, t * np.nan_to_num(sd) / np.sqrt(np.maximum(n, 1)), 0.0)
+            half = np.where(n > 1, t * np.nan_to_num(sd) / np.sqrt(np.maximum(n, 1)), np.nan)
             return mean, half
     raise ValueError(f"unknown interval {kind!r}; allowed: std, ci95")
 

@@ -1,6 +1,7 @@
 # Figures and statistics, from result files alone: no figure rule depends on training.
 #
-# Every figure family is one rule. Normally its input is results/<sweep>/summary.nc, the aggregate of every run
+# Every figure family is one rule; the statistics (correlation tables) are the rule `statistics`, which the
+# correlation figures read. Normally its input is results/<sweep>/summary.nc, the aggregate of every run
 # of the sweep (rule `aggregate`, which trains what is missing). In figures-only mode it is
 # results/<sweep>/summary_existing.nc, built by `aggregate_existing` from the result files on disk now; the
 # missing runs are named (on stderr, in the log and on every figure), never trained. Figures-only mode is on
@@ -9,7 +10,7 @@
 import os
 import sys as _sys
 
-from eigsweep.figures_index import CORRELATION_TABLES, FAMILIES, code_version, sweep_figures
+from eigsweep.figures.catalog import FAMILIES, STATISTICS_TABLES, code_version, sweep_figures
 
 FIGURES_CFG = config.get("figures", {})
 
@@ -87,17 +88,36 @@ def figure_files(sweep, ext="png"):
     return [f"{RESULTS}/{sweep}/figures/{n}.{ext}" for n in sweep_figures(config["sweeps"][sweep], FIGURES_CFG)]
 
 
+rule statistics:
+    """Correlations of the trained spectra with accuracy (pooled and within architecture, duplicates collapsed):
+    results/<sweep>/correlations.csv, correlations_by_arch.csv and correlations.nc (eigsweep.stats)."""
+    input:
+        summary=summary_for,
+    output:
+        [f"{RESULTS}/{{sweep}}/{t}" for t in STATISTICS_TABLES],
+    params:
+        options=FIGURES_CFG,
+        code=code_version(),
+    log:
+        f"{RESULTS}/{{sweep}}/logs/statistics.log",
+    localrule: True
+    conda:
+        "../../envs/eigsweep.yaml"
+    script:
+        "../scripts/figures_statistics.py"
+
+
 def _family_rule(family, names):
     rule:
         name:
             f"figure_{family}"
         input:
-            summary_for,
+            summary=summary_for,
+            **({"tables": f"{RESULTS}/{{sweep}}/correlations.nc"} if family == "correlation" else {}),
         output:
             [report(f"{RESULTS}/{{sweep}}/figures/{n}.png", caption=f"../report/{n}.rst", category="{sweep}",
                     subcategory=family, labels={"sweep": "{sweep}", "figure": n}) for n in names],
             [f"{RESULTS}/{{sweep}}/figures/{n}.pdf" for n in names],
-            [f"{RESULTS}/{{sweep}}/{t}" for t in CORRELATION_TABLES] if family == "correlation" else [],
         params:
             family=family,
             expected=lambda w: [r.run_id for r in RUNS[w.sweep]],
@@ -117,11 +137,11 @@ for _family, _names in FAMILIES.items():
 
 
 def sweep_targets(sweep):
-    return [f"{RESULTS}/{sweep}/summary.nc"] + figure_files(sweep)
+    return [f"{RESULTS}/{sweep}/summary.nc"] + figures_targets(sweep)
 
 
 def figures_targets(sweep):
-    return figure_files(sweep)
+    return figure_files(sweep) + [f"{RESULTS}/{sweep}/{t}" for t in STATISTICS_TABLES]
 
 
 # One target per sweep: `snakemake -c2 demo` runs that sweep and nothing else.

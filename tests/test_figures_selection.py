@@ -1,0 +1,65 @@
+"""Which runs a figure shows (eigsweep.figures.selection), on constructed summaries with known answers."""
+import numpy as np
+import pytest
+from figure_data import run, summary
+
+from eigsweep.figures import selection
+
+
+def test_best_lr_is_the_best_mean_over_seeds_and_diverged_counts_as_zero():
+    runs = [run("softmax", lr=1e-3, seed=0, acc=0.5), run("softmax", lr=1e-3, seed=1, acc=0.7),      # mean 0.6
+            run("softmax", lr=1e-2, seed=0, acc=0.9), run("softmax", lr=1e-2, seed=1, acc=0.95, status="diverged"),
+            run("linear", lr=1e-3, acc=0.4, best=0.9), run("linear", lr=1e-2, acc=0.6, best=0.6),
+            run("mamba2", lr=1e-3, acc=0.5), run("mamba2", lr=1e-2, acc=0.5)]                         # a tie
+    ds = summary(runs)
+    best = selection.best_lr_runs(ds)
+    got = {(a, float(lr)) for a, lr in zip(best.arch.values, best.lr.values)}
+    assert got == {("softmax", 1e-3), ("linear", 1e-2), ("mamba2", 1e-3)}    # 0.6 > (0.9 + 0)/2; tie: smaller lr
+    assert best.sizes["run"] == 4                                               # both softmax seeds
+    by_best = selection.best_lr_runs(ds, acc=selection.accuracy_var({"accuracy": "best"}))
+    assert ("linear", 1e-3) in {(a, float(lr)) for a, lr in zip(by_best.arch.values, by_best.lr.values)}
+    with pytest.raises(ValueError, match="accuracy"):
+        selection.accuracy_var({"accuracy": "mean"})
+
+
+def test_baseline_modification_and_order():
+    ds = summary([run("softmax", "gate"), run("mamba2", "none"), run("linear", "conv_qk")])
+    assert selection.baseline_modification(ds) == "none"
+    assert selection.baseline_modification(selection.where(ds, arch="softmax")) == "gate"
+    assert selection.unique(ds.arch.values) == ["softmax", "linear", "mamba2"]      # registry order
+    assert selection.unique(["gate", "none", "gate"]) == ["none", "gate"]
+
+
+def test_duplicates_are_runs_of_one_model():
+    runs = [run("softmax", "none"), run("softmax", "beta2", options={"beta_range": 2.0}),        # β: not read
+            run("deltanet", "none"), run("deltanet", "beta2", options={"beta_range": 2.0}),      # different models
+            run("deltanet", "beta1", options={"beta_range": 1.0}),                               # = the default
+            run("mamba2", "none", n_heads=1), run("mamba2", "heads4", n_heads=4),                # mamba2 ignores heads
+            run("softmax", "heads4", n_heads=4),                                                 # softmax reads them
+            run("softmax", "none", seed=1)]                                                      # another seed
+    ds = summary(runs)
+    dups = selection.duplicates(ds)
+    assert dups == {"softmax-t-none-s0-lr1.00e-03": ["softmax-t-beta2-s0-lr1.00e-03"],
+                    "deltanet-t-none-s0-lr1.00e-03": ["deltanet-t-beta1-s0-lr1.00e-03"],
+                    "mamba2-t-none-s0-lr1.00e-03": ["mamba2-t-heads4-s0-lr1.00e-03"]}
+    kept = selection.collapse_duplicates(ds)
+    assert kept.sizes["run"] == 6 and kept.attrs["duplicates_dropped"] == 3
+    assert "deltanet-t-beta2-s0-lr1.00e-03" in kept.run.values
+
+
+def test_informative_view_for_structural_models():
+    runs = [run("deltanet", near0=0.1, informative=0.8), run("softmax", near0=0.2)]
+    ds = selection.informative_view(summary(runs))
+    assert ds.spectrum_view.values.tolist() == ["informative", "full"]
+    np.testing.assert_allclose(ds.bin_fraction.sel(stage="trained", bin="[0,0.1]").values[:, 0, 0], [0.8, 0.2])
+    assert selection.view_note(ds) == "deltanet: informative eigenvalue only"
+    absent = selection.informative_view(summary([run("gated_deltanet"), run("softmax")]))
+    assert absent.spectrum_view.values.tolist() == ["full (informative view absent)", "full"]
+    assert selection.view_note(absent) == "gated_deltanet: " + selection.ABSENT_NOTE
+
+
+def test_spectrum_runs_drop_diverged_and_duplicates():
+    runs = [run("softmax", "none", acc=0.9), run("softmax", "beta2", acc=0.9, options={"beta_range": 2.0}),
+            run("deltanet", "none", status="diverged"), run("deltanet", "none", lr=1e-2, acc=0.3)]
+    ds = selection.spectrum_runs(summary(runs))
+    assert ds.run.values.tolist() == ["softmax-t-none-s0-lr1.00e-03", "deltanet-t-none-s0-lr1.00e-02"]
