@@ -5,24 +5,24 @@ import torch
 
 import eigsweep
 from eigsweep import registry
-from eigsweep.figures import catalog as figures_index
+from eigsweep.figures import catalog
 from eigsweep.spectrum import MAX_LTI_EIGENVALUES
 
 
 def test_sweep_figures_apply_by_config():
     base = {"arch": ["softmax", "mamba2"], "task": ["t"]}
-    figs = figures_index.sweep_figures(base)
+    figs = catalog.sweep_figures(base)
     assert "modifications" not in figs and "complex_plane" not in figs and "spectrum_bars_per_head" not in figs
-    assert "modifications" in figures_index.sweep_figures({**base, "modification": ["none", "gate"]})
-    lti = [a for a in registry.MIXERS if figures_index.eigen_kind(a)["lti"]]
+    assert "modifications" in catalog.sweep_figures({**base, "modification": ["none", "gate"]})
+    lti = [a for a in registry.MIXERS if catalog.eigen_kind(a)["lti"]]
     if lti:
-        assert "complex_plane" in figures_index.sweep_figures({**base, "arch": ["softmax", lti[0]]})
-    assert "spectrum_bars_per_head" in figures_index.sweep_figures(base, {"per_head": True})
-    assert set(figures_index.FIGURES) == {n for names in figures_index.FAMILIES.values() for n in names}
+        assert "complex_plane" in catalog.sweep_figures({**base, "arch": ["softmax", lti[0]]})
+    assert "spectrum_bars_per_head" in catalog.sweep_figures(base, {"per_head": True})
+    assert set(catalog.FIGURES) == {n for names in catalog.FAMILIES.values() for n in names}
 
 
 def test_lti_eigenvalues_are_stored_fixed_width():
-    lti = [a for a in registry.MIXERS if figures_index.eigen_kind(a)["lti"]]
+    lti = [a for a in registry.MIXERS if catalog.eigen_kind(a)["lti"]]
     if not lti:
         pytest.skip("no LTI model registered")
     torch.manual_seed(0)

@@ -183,6 +183,11 @@ class Figures(BaseModel):
         "std", description="error bars: ±1 s.d. over seeds and samples, or 95% CI over seeds")
     n_boot: Annotated[int, Strict(), Field(ge=100)] = Field(
         4000, description="bootstrap resamples for the CI of Spearman's rho")
+    n_perm: Annotated[int, Strict(), Field(ge=100)] = Field(
+        4000, description="permutations of the stratified (within-architecture) permutation test")
+    accuracy: Literal["final", "best"] = Field(
+        "final", description="which accuracy figures and correlations use: the final model's, or the best "
+                             "during training (spectra are always the final model's)")
 
 
 class Defaults(BaseModel):

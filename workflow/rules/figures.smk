@@ -12,7 +12,9 @@ import sys as _sys
 
 from eigsweep.figures.catalog import FAMILIES, STATISTICS_TABLES, code_version, sweep_figures
 
-FIGURES_CFG = config.get("figures", {})
+from eigsweep.config import Figures
+
+FIGURES_CFG = Figures(**config.get("figures", {})).model_dump()   # every option, defaults from the one model
 
 
 def figures_only(sweep):
