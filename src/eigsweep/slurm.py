@@ -419,12 +419,18 @@ def query_state(job_id: str, retry_s: float) -> tuple[str, str]:
     return ("FAILED" if state == "PREEMPTED" else state), ""   # out of the queue: nothing more will happen
 
 
-def final_state(job_id: str, retry_s: float) -> str:
-    """The job's state in the accounting database (sacct), e.g. 'FAILED', 'CANCELLED' (without 'by …')."""
-    out = retry(lambda: slurm_command("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"), f"sacct -j {job_id}",
-                retry_s)
-    states = [line.split()[0] for line in out.splitlines() if line.strip()]
-    return states[-1] if states else "UNKNOWN"
+def final_state(job_id: str, retry_s: float, wait_s: float = 30) -> str:
+    """The job's state in the accounting database (sacct), e.g. 'FAILED', 'CANCELLED' (without 'by …').
+    The database learns a job's end a little after the controller: wait up to ``wait_s`` for a final state."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = retry(lambda: slurm_command("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"),
+                    f"sacct -j {job_id}", retry_s)
+        states = [line.split()[0] for line in out.splitlines() if line.strip()]
+        state = states[-1] if states else "UNKNOWN"
+        if state in FINAL_STATES or state == "PREEMPTED" or time.monotonic() > deadline:
+            return state
+        time.sleep(1)
 
 
 def run_slurm(spec_json: str, out: str | Path, checkpoint: str | Path | None, log_file: str | Path | None,
@@ -459,11 +465,12 @@ def run_slurm(spec_json: str, out: str | Path, checkpoint: str | Path | None, lo
     holder: dict = {}
     done = threading.Event()
 
-    def cancel(reason: str):
+    def cancel(reason: str | None):
         job = holder.get("job")
         if job is not None and not done.is_set():
             done.set()
-            log.warning("%s: %s; cancelling Slurm job %s", run, reason, job.job_id)
+            if reason:
+                log.warning("%s: %s; cancelling Slurm job %s", run, reason, job.job_id)
             try:
                 retry(lambda: slurm_command("scancel", job.job_id), f"scancel {job.job_id}", min(retry_s, 60))
             except Exception as e:  # noqa: BLE001 - best effort on the way out
@@ -525,8 +532,8 @@ def run_slurm(spec_json: str, out: str | Path, checkpoint: str | Path | None, lo
                 reported = reason
                 why = explain_pending(job.job_id, reason, retry_s)
                 if why:
-                    cancel(why)
-                    fail(f"{run}: {why}")
+                    cancel(None)
+                    fail(f"{run}: {why}; cancelled")
                 if reason not in ("None", "Priority", "Resources", "BeginTime"):
                     log.info("%s: Slurm job %s pending (reason %s)", run, job.job_id, reason)
             pause = min(2 * pause, SLURM_POLL_S)
