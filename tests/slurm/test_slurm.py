@@ -262,3 +262,58 @@ def test_job_that_can_never_start_fails_at_once_naming_what_the_partition_lacks(
     assert proc.returncode != 0 and time.time() - t0 < 200, out[-3000:]
     assert out.count("can never start in partition gpu") == 6, out[-3000:]   # each of the six runs, once
     assert f"it asks cpus 8 (its largest node has {nproc}); mem_gb 32 (its largest node has 7.81 GB)" in out
+
+
+def restart_slurmctld(down_s: float) -> None:
+    """Stop slurmctld by the PID start_cluster.sh recorded, wait, start it again the same way (recorded)."""
+    import psutil
+
+    d = Path(os.environ.get("EIGSWEEP_SLURM_DIR", "/tmp/eigsweep-slurm"))
+    pids = (d / "pids").read_text().split()
+    (old,) = [p for p in pids if psutil.pid_exists(int(p)) and psutil.Process(int(p)).name() == "slurmctld"]
+    os.kill(int(old), signal.SIGTERM)
+    psutil.Process(int(old)).wait(30)
+    time.sleep(down_s)
+    with open(d / "log/slurmctld.out", "a") as log:
+        new = subprocess.Popen(["/usr/sbin/slurmctld", "-D", "-i"], stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True).pid
+    (d / "pids").write_text("\n".join(str(new) if p == old else p for p in pids) + "\n")
+    deadline = time.time() + 60
+    while subprocess.run(["scontrol", "ping"], capture_output=True).returncode:
+        assert time.time() < deadline, "slurmctld did not come back"
+        time.sleep(0.5)
+
+
+def test_flaky_sbatch_and_a_controller_outage_mid_sweep_are_retried(tmp_path):
+    """A `sbatch` first on PATH that fails twice ("Unable to contact slurm controller") before delegating to
+    the real one, and slurmctld stopped for 30 s while the sweep runs: every run is submitted and completes."""
+    sweep = f"outage_{TOKEN}"
+    fake = tmp_path / "bin/sbatch"
+    fake.parent.mkdir()
+    real = shutil.which("sbatch")
+    fake.write_text(f"""#!/bin/bash
+n=$(cat "{tmp_path}/count" 2>/dev/null || echo 0); echo $((n + 1)) > "{tmp_path}/count"
+if [ "$n" -lt 2 ]; then
+    echo "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)" >&2
+    exit 1
+fi
+exec {real} "$@"
+""")
+    fake.chmod(0o755)
+    config = tiny_config({sweep: dict(arch=["softmax", "linear", "mamba2"])})
+    wd = workdir(tmp_path / "wd", config)
+    proc = popen_snakemake(wd, f"results/{sweep}/summary.nc", "-j", "2",
+                           env=env(PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}"))
+    deadline = time.time() + 180
+    while not slurm_jobs(sweep):   # the first run is in (after two failed sbatch calls)
+        assert time.time() < deadline and proc.poll() is None, "nothing submitted"
+        time.sleep(0.5)
+    restart_slurmctld(down_s=30)   # the other runs' sbatch and every waiter's squeue meet the outage
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out[-4000:]
+    assert int((tmp_path / "count").read_text()) >= 5   # two failures, then three real submissions
+    jobs = wait_for_jobs(sweep, 3)
+    assert len(jobs) == 3 and {s for _, _, s in jobs} == {"COMPLETED"}, jobs
+    logs = "".join(f.read_text() for f in (wd / f"results/{sweep}/logs").glob("*.log"))
+    assert "Slurm unreachable (sbatch: error: Batch job submission failed: Unable to contact slurm controller" in logs
+    assert len(run_files(wd, sweep)) == 3
