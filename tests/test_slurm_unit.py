@@ -116,6 +116,15 @@ def test_explain_pending_asks_slurm_only_for_reasons_that_never_clear(monkeypatc
     assert "it asks node(s) gpu9" in slurm.explain_pending("4", "ReqNodeNotAvail, UnavailableNodes:", 10)
 
 
+def test_a_job_sbatch_refuses_is_explained_in_config_words(monkeypatch):
+    debug = PARTITION.replace("PartitionName=gpu", "PartitionName=debug").replace("Default=NO", "Default=YES")
+    monkeypatch.setattr(slurm, "slurm_command", lambda *a: {"partition": PARTITION + "\n" + debug,
+                                                            "node": NODE}[a[2]])
+    line = slurm.explain_rejected(dict(RES, mem_gb=32), 10)   # no partition: the default one
+    assert line == ("the job can never start in partition debug (refused by sbatch): it asks mem_gb 32 (its largest "
+                    "node has 7.81 GB). Lower the Slurm resources in config.yaml (`slurm:` or the sweep's `slurm:`)")
+
+
 class FakeClock:
     def __init__(self):
         self.t, self.sleeps = 0.0, []

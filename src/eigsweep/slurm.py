@@ -207,17 +207,31 @@ def _minutes(t: str) -> int:
     return int(days or 0) * 1440 + h * 60 + m + (s > 0)
 
 
+def _scontrol(retry_s: float, *args: str) -> list[dict[str, str]]:
+    return parse_scontrol(retry(lambda: slurm_command("scontrol", "show", *args), f"scontrol show {args[0]}", retry_s))
+
+
+def _partition_and_nodes(name: str | None, retry_s: float) -> tuple[dict, list[dict]]:
+    """A partition (the default one for None) and its nodes, from scontrol."""
+    parts = _scontrol(retry_s, "partition", "-o", *([name] if name else []))
+    part = next((p for p in parts if name or p.get("Default") == "YES"), None) or {"PartitionName": name or "?"}
+    nodes = _scontrol(retry_s, "node", "-o", part["Nodes"]) if part.get("Nodes") not in (None, "", "(null)") else []
+    return part, nodes
+
+
+def _advice(part: dict, reason: str, lacking: list[str]) -> str:
+    what = "; ".join(lacking) if lacking else f"what the job asks ({reason})"
+    return (f"can never start in partition {part.get('PartitionName', '?')} ({reason}): it asks {what}. Lower the "
+            f"Slurm resources in config.yaml (`slurm:` or the sweep's `slurm:`)")
+
+
 def explain_pending(job_id: str, reason: str, retry_s: float) -> str | None:
     """None if the job may still start; else one line saying what its partition lacks."""
     base = reason.split(",")[0].strip()
     if base not in HOPELESS and base != "ReqNodeNotAvail":
         return None
-    q = lambda *a: retry(lambda: slurm_command(*a), " ".join(a[:3]), retry_s)   # noqa: E731
-    (job,) = parse_scontrol(q("scontrol", "show", "job", "-o", job_id)) or [{}]
-    part_name = job.get("Partition", "?")
-    parts = parse_scontrol(q("scontrol", "show", "partition", "-o", part_name))
-    part = parts[0] if parts else {"PartitionName": part_name}
-    nodes = parse_scontrol(q("scontrol", "show", "node", "-o", part.get("Nodes", ""))) if part.get("Nodes") else []
+    (job,) = _scontrol(retry_s, "job", "-o", job_id) or [{}]
+    part, nodes = _partition_and_nodes(job.get("Partition"), retry_s)
     lacking = what_is_lacking(job, part, nodes)
     if base == "ReqNodeNotAvail" and not lacking:
         known = {n["NodeName"] for n in nodes}
@@ -225,9 +239,16 @@ def explain_pending(job_id: str, reason: str, retry_s: float) -> str | None:
         if not missing:
             return None   # its nodes exist and fit: they are down or reserved, which clears
         lacking = [f"node(s) {','.join(missing)}"]
-    what = "; ".join(lacking) if lacking else f"what the job asks ({reason})"
-    return (f"Slurm job {job_id} can never start in partition {part_name} (pending, reason {base}): it asks "
-            f"{what}. Lower the Slurm resources in config.yaml (`slurm:` or the sweep's `slurm:`)")
+    return f"Slurm job {job_id} " + _advice(part, f"pending, reason {base}", lacking)
+
+
+def explain_rejected(resources: dict, retry_s: float) -> str:
+    """Why sbatch refused a job at once ("Requested node configuration is not available"), in config words."""
+    job = dict(MinCPUsNode=str(int(resources["cpus"])), MinMemoryNode=f"{float(resources['mem_gb']) * 1024:.0f}M",
+               TresPerNode=f"gres:gpu:{int(resources.get('gpus') or 0)}",
+               Features=resources.get("constraint") or "(null)", TimeLimit=str(int(resources["time_min"])))
+    part, nodes = _partition_and_nodes(resources.get("partition"), retry_s)
+    return "the job " + _advice(part, "refused by sbatch", what_is_lacking(job, part, nodes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,7 +513,13 @@ def run_slurm(spec_json: str, out: str | Path, checkpoint: str | Path | None, lo
     try:
         job = retry(lambda: executor.submit(job_fn), f"{run}: sbatch", retry_s)
     except (SlurmUnavailable, FailedJobError, subprocess.CalledProcessError) as e:
-        fail(f"{run}: submitting to Slurm failed: {_first_error_line(str(e))}")
+        why = _first_error_line(str(e))
+        if re.search(r"node configuration is not available|can not be satisfied", str(e)):
+            try:
+                why = explain_rejected(resources, retry_s)
+            except Exception:  # noqa: BLE001 - keep sbatch's own words
+                pass
+        fail(f"{run}: submitting to Slurm failed: {why}")
     holder["job"] = job
     log.info("%s: submitted Slurm job %s (%s); logs in %s", run, job.job_id,
              ", ".join(f"{k}={v}" for k, v in resources.items() if v not in (None, {}, "")), folder)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -178,14 +179,18 @@ def test_requeued_and_preempted_runs_resume_from_checkpoint(tmp_path):
     subprocess.run(["scontrol", "requeue", jobs["softmax"]], check=True)
     subprocess.run(["scancel", "--signal=USR2", "--batch", jobs["linear"]], check=True)
 
+    stop = threading.Event()
+
+    def release():   # while the reference runs
+        while not stop.wait(1):
+            start_requeued_now(sweep)
+    threading.Thread(target=release, daemon=True).start()
     local = workdir(tmp_path / "local_run", config)   # the uninterrupted reference
     snakemake(local, f"results/{sweep}/summary.nc", profile=False)
-    deadline = time.time() + 400
-    while proc.poll() is None:
-        assert time.time() < deadline, "the requeued runs did not finish"
-        start_requeued_now(sweep)
-        time.sleep(1)
-    out = proc.stdout.read()
+    try:
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        stop.set()
     assert proc.returncode == 0, out[-4000:]
     assert_same_results(run_files(wd, sweep), run_files(local, sweep))
     assert len(slurm_jobs(sweep)) == 2   # requeued in place: still one Slurm job per run
@@ -239,10 +244,12 @@ def test_job_that_can_never_start_fails_at_once_naming_what_the_partition_lacks(
     sweep = f"toobig_{TOKEN}"
     nproc = int(subprocess.run(["scontrol", "show", "node", "-o", "localhost"], capture_output=True, text=True,
                                check=True).stdout.split("CPUTot=")[1].split()[0])
-    config = tiny_config({sweep: dict(arch=["softmax"], slurm=dict(cpus=nproc + 2))})
+    mem = f"mem_{TOKEN}"   # sbatch refuses this one outright ("Requested node configuration is not available")
+    config = tiny_config({sweep: dict(arch=["softmax"], slurm=dict(cpus=nproc + 2)),
+                          mem: dict(arch=["softmax"], slurm=dict(mem_gb=32))})
     wd = workdir(tmp_path / "toobig", config)
     t0 = time.time()
-    proc = snakemake(wd, f"results/{sweep}/summary.nc", check=False, timeout=120)
+    proc = snakemake(wd, f"results/{sweep}/summary.nc", f"results/{mem}/summary.nc", check=False, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and time.time() - t0 < 100, out[-3000:]
     (job,) = wait_for_jobs(sweep, 1)
@@ -250,6 +257,9 @@ def test_job_that_can_never_start_fails_at_once_naming_what_the_partition_lacks(
             f"cpus {nproc + 2} (its largest node has {nproc})")
     assert out.count(line) == 1, out[-3000:]
     assert job[2].split()[0] == "CANCELLED" and not queued(sweep)
+    line = ("submitting to Slurm failed: the job can never start in partition gpu (refused by sbatch): it asks "
+            "mem_gb 32 (its largest node has 7.81 GB)")
+    assert out.count(line) == 1, out[-3000:]
 
     demo = tmp_path / "demo"
     demo.mkdir()
@@ -317,3 +327,18 @@ exec {real} "$@"
     logs = "".join(f.read_text() for f in (wd / f"results/{sweep}/logs").glob("*.log"))
     assert "Slurm unreachable (sbatch: error: Batch job submission failed: Unable to contact slurm controller" in logs
     assert len(run_files(wd, sweep)) == 3
+
+
+def test_demo_runs_under_the_profile_on_the_test_cluster(tmp_path):
+    """`snakemake --profile slurm demo` with the repository's config.yaml, given Slurm resources this 2-CPU,
+    8 GB cluster has (a second --configfile, merged over config.yaml), and fewer steps to keep the suite lean."""
+    (tmp_path / "slurm").symlink_to(ROOT / "slurm")
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(dict(
+        results_dir=str(tmp_path / "results"),
+        slurm=dict(partition="debug", gpus=0, cpus=1, mem_gb=1.5, time_min=30),
+        sweeps=dict(demo=dict(train=dict(steps=40, eval_every=20, warmup_steps=5, spectrum_steps=[20]))))))
+    snakemake(tmp_path, "demo", "--configfile", str(tmp_path / "small.yaml"), timeout=500)
+    summary = xr.load_dataset(tmp_path / "results/demo/summary.nc")
+    assert summary.sizes["run"] == 6 and set(summary.status.values.astype(str)) <= {"ok", "diverged"}
+    assert (tmp_path / "results/demo/figures").is_dir() and any((tmp_path / "results/demo/figures").iterdir())
