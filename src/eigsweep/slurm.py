@@ -33,7 +33,7 @@ from eigsweep.config import RunSpec
 log = logging.getLogger("eigsweep.slurm")
 
 DEFAULT_RETRY_S = 300   # resources key `retry_s`: how long to retry Slurm commands while the controller is unreachable
-SLURM_POLL_S = 60       # longest pause between two status queries of one waiter (its result file is checked every second)
+SLURM_POLL_S = 60       # longest pause between two status queries of one waiter (result file: every second)
 TAIL_LINES = 40
 SHELLS = ("sh", "bash", "dash", "zsh")
 # Pending reasons that never clear by waiting (an administrator would have to change the partition, or the
