@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,9 +33,11 @@ def cluster():
         pytest.fail("no Slurm cluster answers; start one with tests/slurm/start_cluster.sh")
 
 
-def env():
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [e.get("PYTHONPATH")])])
+def env(**extra):
+    e = dict(os.environ, **extra)
+    # route/: until launch.py is gone, the train jobs' Slurm waiter is eigsweep.slurm's (see its docstring)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests/slurm/route"), str(ROOT / "src"),
+                                       *filter(None, [e.get("PYTHONPATH")])])
     return e
 
 
@@ -73,6 +76,37 @@ def slurm_jobs(sweep: str) -> list[tuple[str, str, str]]:
                          capture_output=True, text=True, check=True).stdout
     rows = [tuple(line.split("|")) for line in out.splitlines() if line]
     return [r for r in rows if r[1].startswith(f"eigsweep-{sweep}-")]
+
+
+def wait_for_jobs(sweep: str, n: int, timeout: float = 30) -> list[tuple[str, str, str]]:
+    """slurm_jobs once sacct (which learns of jobs a little after the controller) lists n final ones."""
+    deadline = time.time() + timeout
+    while True:
+        jobs = slurm_jobs(sweep)
+        if len(jobs) >= n and all(s.split()[0] not in ("PENDING", "RUNNING") for _, _, s in jobs) or time.time() > deadline:
+            return jobs
+        time.sleep(1)
+
+
+def queued(sweep: str) -> list[str]:
+    """Names of the sweep's jobs still in the queue (squeue; finished ones are listed as such for MinJobAge)."""
+    out = subprocess.run(["squeue", "-h", "-t", "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED",
+                          "-o", "%j"], capture_output=True, text=True, check=True).stdout
+    return [n for n in out.split() if n.startswith(f"eigsweep-{sweep}-")]
+
+
+def start_requeued_now(sweep: str) -> None:
+    """Slurm holds a requeued job ~2 min (reason BeginTime): start the sweep's requeued jobs at once."""
+    out = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i|%j|%r"], capture_output=True, text=True).stdout
+    for jid, name, reason in (line.split("|") for line in out.splitlines() if line.count("|") == 2):
+        if name.startswith(f"eigsweep-{sweep}-") and reason == "BeginTime":
+            subprocess.run(["scontrol", "update", f"JobId={jid}", "StartTime=now"], capture_output=True)
+
+
+def popen_snakemake(cwd: Path, *args, **kw):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--profile", "slurm", *args]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=kw.pop("env", None) or env(), **kw)
 
 
 def run_files(cwd: Path, sweep: str) -> dict[str, xr.Dataset]:
@@ -117,9 +151,10 @@ def test_failing_run_names_its_slurm_job_and_others_finish(tmp_path):
     proc = snakemake(wd, f"results/{good}/summary.nc", f"results/{bad}/summary.nc", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    (bad_job,) = slurm_jobs(bad)
+    (bad_job,) = wait_for_jobs(bad, 1)
     assert bad_job[2] == "COMPLETED" or bad_job[2] == "FAILED", bad_job   # submitit reports the error itself
-    assert f"Slurm job {bad_job[0]} for run softmax-tiny-none-s0-lr3.00e-03 failed" in out, out[-4000:]
+    failed = f"Slurm job {bad_job[0]} for run softmax-tiny-none-s0-lr3.00e-03 failed (state {bad_job[2]})"
+    assert out.count(failed) == 1, out[-4000:]   # the final state from sacct, printed once
     assert "no CUDA device is available" in out, out[-4000:]   # the tail of the job's log
     assert (wd / f"results/{good}/summary.nc").exists()   # keep-going: the other runs finished
     assert not (wd / f"results/{bad}/runs").exists() or not list((wd / f"results/{bad}/runs").glob("*.nc"))
@@ -127,57 +162,185 @@ def test_failing_run_names_its_slurm_job_and_others_finish(tmp_path):
 
 def test_requeued_and_preempted_runs_resume_from_checkpoint(tmp_path):
     """One run requeued by `scontrol requeue` (killed, resumes from its last periodic checkpoint), one sent
-    the preemption/timeout signal (submitit's USR2: checkpoint at the next step boundary, requeue); both
-    match an uninterrupted local run. Slurm holds a requeued job ~2 min 17 s before restarting it."""
+    the preemption/timeout signal to its batch shell only (`scancel --signal=USR2 --batch`: forwarded to the
+    step, checkpoint at the next step boundary, requeue); both match an uninterrupted local run."""
     sweep = f"requeue_{TOKEN}"
     config = tiny_config({sweep: dict(arch=["softmax", "linear"],
                                       train=dict(steps=4000, eval_every=1000, checkpoint_every=100))})
     wd = workdir(tmp_path / "slurm_run", config)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--profile", "slurm",
-           f"results/{sweep}/summary.nc"]
-    proc = subprocess.Popen(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+    proc = popen_snakemake(wd, f"results/{sweep}/summary.nc")
     ckpts = {arch: wd / f"results/{sweep}/checkpoints/{arch}-tiny-none-s0-lr3.00e-03.pt"
              for arch in ("softmax", "linear")}
-    deadline = time.time() + 120
+    deadline = time.time() + 180
     while not all(c.exists() for c in ckpts.values()):
         assert time.time() < deadline and proc.poll() is None, "training did not start"
         time.sleep(0.2)
     jobs = {name.split("-")[2]: jid for jid, name, _ in slurm_jobs(sweep)}
     subprocess.run(["scontrol", "requeue", jobs["softmax"]], check=True)
-    subprocess.run(["scancel", "--signal=USR2", jobs["linear"]], check=True)
+    subprocess.run(["scancel", "--signal=USR2", "--batch", jobs["linear"]], check=True)
 
-    local = workdir(tmp_path / "local_run", config)   # the uninterrupted reference, while Slurm waits
+    stop = threading.Event()
+
+    def release():   # while the reference runs
+        while not stop.wait(1):
+            start_requeued_now(sweep)
+    threading.Thread(target=release, daemon=True).start()
+    local = workdir(tmp_path / "local_run", config)   # the uninterrupted reference
     snakemake(local, f"results/{sweep}/summary.nc", profile=False)
-    out, _ = proc.communicate(timeout=400)
+    try:
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        stop.set()
     assert proc.returncode == 0, out[-4000:]
     assert_same_results(run_files(wd, sweep), run_files(local, sweep))
     assert len(slurm_jobs(sweep)) == 2   # requeued in place: still one Slurm job per run
+    assert {s for _, _, s in wait_for_jobs(sweep, 2)} == {"COMPLETED"}   # not FAILED
     for arch in ("softmax", "linear"):
         log = (wd / f"results/{sweep}/logs/{arch}-tiny-none-s0-lr3.00e-03.log").read_text()
         resumed = [line for line in log.splitlines() if "resumed" in line]
         assert resumed and " from step 0" not in resumed[0], log[-3000:]
         assert not ckpts[arch].exists()   # removed once the result is written
+        assert sum("finished" in line and "Slurm job" in line for line in log.splitlines()) == 1, log[-3000:]
     log = (wd / f"results/{sweep}/logs/linear-tiny-none-s0-lr3.00e-03.log").read_text()
     assert "checkpointing at the next step boundary" in log and "stopped at step" in log, log[-3000:]
 
 
-def test_interrupting_snakemake_cancels_its_slurm_jobs(tmp_path):
-    sweep = f"interrupt_{TOKEN}"
-    config = tiny_config({sweep: dict(arch=["softmax", "linear"], train=dict(steps=100000, eval_every=10000))})
-    wd = workdir(tmp_path, config)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--profile", "slurm",
-           f"results/{sweep}/summary.nc"]
-    proc = subprocess.Popen(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(),
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while len([j for j in slurm_jobs(sweep) if j[2] == "RUNNING"]) < 2:
-        assert time.time() < deadline and proc.poll() is None, "jobs did not start"
+def test_any_way_snakemake_stops_cancels_its_jobs(tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the process group), `kill` and `kill -INT` of the Snakemake process
+    alone (Snakemake would wait for its running jobs), and Snakemake killed outright (-9: the waiters'
+    watchdog): each Snakemake's Slurm jobs, running or pending, leave the queue, cancelled."""
+    ways = {"group_int": (True, signal.SIGINT), "term": (False, signal.SIGTERM), "int": (False, signal.SIGINT),
+            "kill": (False, signal.SIGKILL)}
+    procs = {}
+    for way in ways:
+        sweep = f"stop_{way}_{TOKEN}"
+        config = tiny_config({sweep: dict(arch=["softmax"], train=dict(steps=100000, eval_every=10000))})
+        procs[way] = (sweep, popen_snakemake(workdir(tmp_path / way, config), f"results/{sweep}/summary.nc",
+                                             start_new_session=True))
+    deadline = time.time() + 180
+    while not all(queued(sweep) for sweep, _ in procs.values()):   # every job submitted (2 run, 2 pend)
+        assert time.time() < deadline and all(p.poll() is None for _, p in procs.values()), "not submitted"
         time.sleep(1)
-    os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C in a terminal signals the whole foreground process group
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    time.sleep(3)   # the waiters are watching
+    for way, (group, sig) in ways.items():
+        pid = procs[way][1].pid
+        os.killpg(pid, sig) if group else os.kill(pid, sig)
+    deadline = time.time() + 90
+    while any(queued(sweep) for sweep, _ in procs.values()):
+        assert time.time() < deadline, {w: queued(s) for w, (s, _) in procs.items()}
+        time.sleep(1)
+    took = 90 - (deadline - time.time())
+    for way, (sweep, proc) in procs.items():
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode != 0, (way, out[-2000:])
+        jobs = wait_for_jobs(sweep, 1)
+        assert {s.split()[0] for _, _, s in jobs} == {"CANCELLED"}, (way, jobs)
+    print(f"all jobs left the queue {took:.0f} s after the signals")
+
+
+def test_job_that_can_never_start_fails_at_once_naming_what_the_partition_lacks(tmp_path):
+    """More CPUs than any node of the partition has: one line, the job cancelled, no endless wait. Then the
+    repository's own config.yaml (cpus 8, mem_gb 32, one GPU) under `--profile slurm demo` on this cluster."""
+    sweep = f"toobig_{TOKEN}"
+    nproc = int(subprocess.run(["scontrol", "show", "node", "-o", "localhost"], capture_output=True, text=True,
+                               check=True).stdout.split("CPUTot=")[1].split()[0])
+    mem = f"mem_{TOKEN}"   # sbatch refuses this one outright ("Requested node configuration is not available")
+    config = tiny_config({sweep: dict(arch=["softmax"], slurm=dict(cpus=nproc + 2)),
+                          mem: dict(arch=["softmax"], slurm=dict(mem_gb=32))})
+    wd = workdir(tmp_path / "toobig", config)
+    t0 = time.time()
+    proc = snakemake(wd, f"results/{sweep}/summary.nc", f"results/{mem}/summary.nc", check=False, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and time.time() - t0 < 100, out[-3000:]
+    (job,) = wait_for_jobs(sweep, 1)
+    line = (f"Slurm job {job[0]} can never start in partition gpu (pending, reason PartitionConfig): it asks "
+            f"cpus {nproc + 2} (its largest node has {nproc})")
+    assert out.count(line) == 1, out[-3000:]
+    assert job[2].split()[0] == "CANCELLED" and not queued(sweep)
+    line = ("submitting to Slurm failed: the job can never start in partition gpu (refused by sbatch): it asks "
+            "mem_gb 32 (its largest node has 7.81 GB)")
+    assert out.count(line) == 1, out[-3000:]
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "slurm").symlink_to(ROOT / "slurm")
+    (demo / "c.yaml").write_text(f"results_dir: {demo}/results\n")
+    shutil.copy(ROOT / "config.yaml", demo / "config.yaml")
+    t0 = time.time()
+    proc = snakemake(demo, "demo", "--configfile", str(demo / "c.yaml"), check=False, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and time.time() - t0 < 200, out[-3000:]
+    assert out.count("can never start in partition gpu") == 6, out[-3000:]   # each of the six runs, once
+    assert f"it asks cpus 8 (its largest node has {nproc}); mem_gb 32 (its largest node has 7.81 GB)" in out
+
+
+def restart_slurmctld(down_s: float) -> None:
+    """Stop slurmctld by the PID start_cluster.sh recorded, wait, start it again the same way (recorded)."""
+    import psutil
+
+    d = Path(os.environ.get("EIGSWEEP_SLURM_DIR", "/tmp/eigsweep-slurm"))
+    pids = (d / "pids").read_text().split()
+    (old,) = [p for p in pids if psutil.pid_exists(int(p)) and psutil.Process(int(p)).name() == "slurmctld"]
+    os.kill(int(old), signal.SIGTERM)
+    psutil.Process(int(old)).wait(30)
+    time.sleep(down_s)
+    with open(d / "log/slurmctld.out", "a") as log:
+        new = subprocess.Popen(["/usr/sbin/slurmctld", "-D", "-i"], stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True).pid
+    (d / "pids").write_text("\n".join(str(new) if p == old else p for p in pids) + "\n")
     deadline = time.time() + 60
-    while ({s.split()[0] for _, _, s in slurm_jobs(sweep)} != {"CANCELLED"}
-           or sweep in subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout):
-        assert time.time() < deadline, (slurm_jobs(sweep), out[-3000:])   # gone from the queue, cancelled
-        time.sleep(1)
+    while subprocess.run(["scontrol", "ping"], capture_output=True).returncode:
+        assert time.time() < deadline, "slurmctld did not come back"
+        time.sleep(0.5)
+
+
+def test_flaky_sbatch_and_a_controller_outage_mid_sweep_are_retried(tmp_path):
+    """A `sbatch` first on PATH that fails twice ("Unable to contact slurm controller") before delegating to
+    the real one, and slurmctld stopped for 30 s while the sweep runs: every run is submitted and completes."""
+    sweep = f"outage_{TOKEN}"
+    fake = tmp_path / "bin/sbatch"
+    fake.parent.mkdir()
+    real = shutil.which("sbatch")
+    fake.write_text(f"""#!/bin/bash
+if [ "$(cat "{tmp_path}/failed" 2>/dev/null | wc -l)" -lt 2 ]; then
+    echo x >> "{tmp_path}/failed"
+    echo "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)" >&2
+    exit 1
+fi
+echo x >> "{tmp_path}/delegated"
+exec {real} "$@"
+""")
+    fake.chmod(0o755)
+    config = tiny_config({sweep: dict(arch=["softmax", "linear", "mamba2"])})
+    wd = workdir(tmp_path / "wd", config)
+    proc = popen_snakemake(wd, f"results/{sweep}/summary.nc", "-j", "2",
+                           env=env(PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}"))
+    deadline = time.time() + 180
+    while not slurm_jobs(sweep):   # the first run is in (after two failed sbatch calls)
+        assert time.time() < deadline and proc.poll() is None, "nothing submitted"
+        time.sleep(0.5)
+    restart_slurmctld(down_s=30)   # the other runs' sbatch and every waiter's squeue meet the outage
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out[-4000:]
+    lines = lambda name: len((tmp_path / name).read_text().split())   # noqa: E731
+    assert lines("failed") >= 2 and lines("delegated") >= 3   # (two waiters may fail at once)
+    jobs = wait_for_jobs(sweep, 3)
+    assert len(jobs) == 3 and {s for _, _, s in jobs} == {"COMPLETED"}, jobs
+    logs = "".join(f.read_text() for f in (wd / f"results/{sweep}/logs").glob("*.log"))
+    assert "Slurm unreachable (sbatch: error: Batch job submission failed: Unable to contact slurm controller" in logs
+    assert len(run_files(wd, sweep)) == 3
+
+
+def test_demo_runs_under_the_profile_on_the_test_cluster(tmp_path):
+    """`snakemake --profile slurm demo` with the repository's config.yaml, given Slurm resources this 2-CPU,
+    8 GB cluster has (a second --configfile, merged over config.yaml), and fewer steps to keep the suite lean."""
+    (tmp_path / "slurm").symlink_to(ROOT / "slurm")
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(dict(
+        results_dir=str(tmp_path / "results"),
+        slurm=dict(partition="debug", gpus=0, cpus=1, mem_gb=1.5, time_min=30),
+        sweeps=dict(demo=dict(train=dict(steps=40, eval_every=20, warmup_steps=5, spectrum_steps=[20]))))))
+    snakemake(tmp_path, "demo", "--configfile", str(tmp_path / "small.yaml"), timeout=500)
+    summary = xr.load_dataset(tmp_path / "results/demo/summary.nc")
+    assert summary.sizes["run"] == 6 and set(summary.status.values.astype(str)) <= {"ok", "diverged"}
+    assert (tmp_path / "results/demo/figures").is_dir() and any((tmp_path / "results/demo/figures").iterdir())
