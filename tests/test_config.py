@@ -147,7 +147,7 @@ def test_exported_json_schema_is_committed_and_snakemake_validates_with_it(confi
 
 def test_slurm_resources_defaults_config_and_sweep_overrides(config):
     assert DEFAULT_SLURM == dict(partition=None, gpus=0, cpus=2, mem_gb=8, time_min=60, account=None, qos=None,
-                                 constraint=None, extra={}, max_requeues=3)
+                                 constraint=None, extra={}, max_requeues=3, retry_s=300)
     demo = slurm_resources(config, "demo")     # fits the 2-CPU, 8 GB test cluster
     assert (demo["cpus"], demo["mem_gb"], demo["gpus"], demo["time_min"]) == (2, 4, 0, 240)
     assert slurm_resources(config, "mqar_paper")["gpus"] == 1 and slurm_resources(config, "mqar_paper")["time_min"] == 720

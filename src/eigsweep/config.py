@@ -171,6 +171,8 @@ class Slurm(BaseModel):
     constraint: Optional[Str] = None
     extra: dict[Str, Union[Str, Int, Real()]] = Field({}, description="further sbatch options, name -> value")
     max_requeues: Count = 3
+    retry_s: Real(ge=0) = Field(300, description="seconds to retry Slurm commands while the controller is "
+                                                  "unreachable (back-off 2, 4, 8 ... 30 s)")
 
 
 DEFAULT_SLURM = Slurm().model_dump()

@@ -8,7 +8,7 @@ against:
 - a job pending for a reason that can never clear (``PartitionConfig``, a resource no node of the partition
   has): one line naming what the partition lacks, and the job is cancelled;
 - the controller being unreachable (``sbatch``/``squeue``/``sacct`` failing with a communication error):
-  retried with back-off for ``retry_s`` seconds (Slurm resources key, default ``DEFAULT_RETRY_S``);
+  retried with back-off for ``retry_s`` seconds (Slurm resources key, default in eigsweep.config.Slurm);
 - Snakemake stopping in any way (SIGINT/SIGTERM/SIGHUP to the waiter, Snakemake told to stop, Snakemake
   gone): the Slurm job is cancelled;
 - ``scancel --signal=USR2 --batch``: the batch shell forwards the signal to the job step, which checkpoints
@@ -28,11 +28,10 @@ from pathlib import Path
 
 import psutil
 
-from eigsweep.config import RunSpec
+from eigsweep.config import DEFAULT_SLURM, RunSpec
 
 log = logging.getLogger("eigsweep.slurm")
 
-DEFAULT_RETRY_S = 300   # resources key `retry_s`: how long to retry Slurm commands while the controller is unreachable
 SLURM_POLL_S = 60       # longest pause between two status queries of one waiter (result file: every second)
 TAIL_LINES = 40
 SHELLS = ("sh", "bash", "dash", "zsh")
@@ -459,7 +458,7 @@ def run_slurm(spec_json: str, out: str | Path, checkpoint: str | Path | None, lo
     """Submit one run to Slurm through submitit and wait for it (the waiter side; no torch here).
 
     ``resources``: a sweep's resolved Slurm resources (partition, gpus, cpus, mem_gb, time_min, account, qos,
-    constraint, extra, max_requeues, and ``retry_s``, default DEFAULT_RETRY_S). Interrupting the waiter
+    constraint, extra, max_requeues, and ``retry_s``; defaults in eigsweep.config.Slurm). Interrupting the waiter
     (SIGINT/SIGTERM/SIGHUP), Snakemake stopping or disappearing cancels the Slurm job. Raises SlurmJobFailed
     (one message, logged once) if the job fails or can never start."""
     import submitit
@@ -467,7 +466,7 @@ def run_slurm(spec_json: str, out: str | Path, checkpoint: str | Path | None, lo
 
     spec = RunSpec.from_json(spec_json)
     run = spec.run_id
-    retry_s = float(resources.get("retry_s", DEFAULT_RETRY_S))
+    retry_s = float(resources.get("retry_s", DEFAULT_SLURM["retry_s"]))
     out = Path(out).resolve()
     log_file = Path(log_file).resolve() if log_file else None
     folder = Path(folder) if folder else (log_file.parent if log_file else out.parent.parent / "logs") / "slurm" / run

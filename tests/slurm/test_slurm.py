@@ -35,9 +35,7 @@ def cluster():
 
 def env(**extra):
     e = dict(os.environ, **extra)
-    # route/: until launch.py is gone, the train jobs' Slurm waiter is eigsweep.slurm's (see its docstring)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests/slurm/route"), str(ROOT / "src"),
-                                       *filter(None, [e.get("PYTHONPATH")])])
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [e.get("PYTHONPATH")])])
     return e
 
 
