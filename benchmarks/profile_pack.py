@@ -18,12 +18,14 @@ def main():
     p.add_argument("--members", type=int, default=32)
     p.add_argument("--models", nargs="*", default=["softmax", "mamba2", "deltanet"])
     p.add_argument("--rows", type=int, default=18)
+    p.add_argument("--compile", action="store_true", help="profile compiled packs (Pack(compile=True))")
     args, rest = p.parse_known_args()
     bench = tp.argparse.Namespace(vocab=8192, seq_len=512, kv=64, n_train=4096, d_model=128, layers=2, d_state=128,
                                   batch=64, device="cuda")
     tp.cache_task_data()
     for arch in args.models:
-        pack = Pack([tp.make_spec(bench, arch, seed=s) for s in range(args.members)], ["-"] * args.members)
+        pack = Pack([tp.make_spec(bench, arch, seed=s) for s in range(args.members)], ["-"] * args.members,
+                    compile=args.compile)
         for _ in range(3):
             pack.train_step()
         torch.cuda.synchronize()

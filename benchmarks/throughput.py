@@ -8,7 +8,9 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
 - "solo 0041d10": the step loop of main at commit 0041d10, copied below (a CPU permutation of the training set
   per step, logits at every position, the loss read every step, float32/TF32, unfused AdamW);
 - "solo": eigsweep.train.Trainer.train_step (see train.py);
-- "pack N": eigsweep.pack.Pack.train_step with N members (seeds), until memory ends.
+- "pack N": eigsweep.pack.Pack.train_step with N members (seeds), until memory ends;
+- "compiled" (models in --compile): the largest pack and the solo path with torch.compile (loss and update);
+  "bf16 mixer" (models in --bf16): the mixer under bf16 autocast too (model.BF16_MIXERS), eager and compiled.
 MFU: model FLOPs of one step of the new path (counted by torch.utils.flop_counter: forward + backward, logits at
 labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
 ms/step of every registered model on the new solo path, as a ratio to softmax.
@@ -16,15 +18,18 @@ ms/step of every registered model on the new solo path, as a ratio to softmax.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import math
 import platform
 import time
+import traceback
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from eigsweep import model as model_module
 from eigsweep import registry
 from eigsweep.config import EvalConfig, ModelConfig, RunSpec, TrainConfig
 from eigsweep.pack import Pack
@@ -130,6 +135,19 @@ def step_flops(trainer: Trainer) -> float:
     return float(counter.get_total_flops())
 
 
+@contextlib.contextmanager
+def bf16_mixer(arch: str | None, on: bool = True):
+    """Models built inside run ``arch``'s mixer under bf16 autocast (``on``) or in float32 (model.BF16_MIXERS),
+    whatever the default; no change if arch is None."""
+    saved = model_module.BF16_MIXERS
+    if arch:
+        model_module.BF16_MIXERS = saved | {arch} if on else saved - {arch}
+    try:
+        yield
+    finally:
+        model_module.BF16_MIXERS = saved
+
+
 def free(device):
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -149,8 +167,12 @@ def main():
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--models", nargs="*", default=["softmax", "mamba2", "deltanet"])
     p.add_argument("--packs", nargs="*", type=int, default=[1, 4, 16, 32])
-    p.add_argument("--compile", nargs="*", default=["softmax"], help="models whose largest pack is also timed "
-                   "with torch.compile")
+    p.add_argument("--compile", nargs="*", default=["softmax", "mamba2", "deltanet"],
+                   help="models whose solo path and largest pack are also timed with torch.compile")
+    p.add_argument("--bf16", nargs="*", default=[], help="models whose solo path and largest pack are also timed "
+                   "with the mixer under bf16 autocast (added to model.BF16_MIXERS), eager and compiled")
+    p.add_argument("--no-solo-variants", action="store_true", help="time the compiled/fp32 variants on the "
+                   "largest pack only")
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
     args = p.parse_args()
     cache_task_data()
@@ -204,15 +226,26 @@ def main():
             finally:
                 pack = None
                 free(device)
-        if arch in args.compile and largest:
-            try:
-                pack = Pack([make_spec(args, arch, seed=s) for s in range(largest)], ["-"] * largest, compile=True)
-                row(f"pack {largest}, compiled", largest / time_steps(pack.train_step, device, 5, args.repeat))
-            except Exception as e:  # noqa: BLE001  compile support varies; report, go on
-                print(f"| {arch} | pack {largest}, compiled | failed: {type(e).__name__}: {str(e)[:80]} | | | |")
-            pack = None
-            free(device)
-
+        variants = [("compiled", True, False)] if arch in args.compile else []
+        if arch in args.bf16:
+            variants += [("bf16 mixer", False, True)] + ([("bf16 mixer, compiled", True, True)]
+                                                          if arch in args.compile else [])
+        for label, comp, bf16 in variants:
+            for n in ([largest] if largest else []) + ([] if args.no_solo_variants else [1]):
+                path = f"solo, {label}" if n == 1 else f"pack {n}, {label}"
+                try:
+                    with bf16_mixer(arch if bf16 else None):
+                        if n == 1:
+                            runner = Trainer(make_spec(args, arch), compile=comp)
+                        else:
+                            runner = Pack([make_spec(args, arch, seed=s, lr=1e-3 * (1 + s % 4)) for s in range(n)],
+                                          ["-"] * n, compile=comp)
+                    row(path, n / time_steps(runner.train_step, device, 5, args.repeat))
+                except Exception as e:  # noqa: BLE001  compile support varies; report, go on
+                    print(f"| {arch} | {path} | failed: {type(e).__name__}: {str(e)[:80]} | | | |", flush=True)
+                traceback.print_exc()
+                runner = None
+                free(device)
 
 if __name__ == "__main__":
     main()

@@ -139,7 +139,9 @@ class Pack:
         self.diverged_at = torch.full((len(specs),), -1, dtype=torch.long, device=self.device)
         self.members = [Member(s) for s in specs]
         self.name = hashlib.sha256(" ".join(s.run_id for s in specs).encode()).hexdigest()[:12]
-        self.loss = torch.compile(self.batch_loss) if compile_requested(compile) else self.batch_loss
+        compiled = compile_requested(compile)
+        self.loss = torch.compile(self.batch_loss) if compiled else self.batch_loss
+        self.update = torch.compile(self.clip_and_step) if compiled else self.clip_and_step
         self.pending = []
         self.step = 0
         self.elapsed = 0.0
@@ -168,11 +170,17 @@ class Pack:
         finite = torch.isfinite(losses.detach())
         self.diverged_at = torch.where(self.active & ~finite & (self.diverged_at < 0), self.step, self.diverged_at)
         self.active = self.active & finite
-        # per member: a NaN gradient stays in its own member (whose update is masked from now on)
-        clip_per_member([p.grad for p in self.params if p.grad is not None], self.tc.grad_clip)
-        self.opt.step(self.lr[self.step], self.active)
+        self.update(self.lr[self.step], self.active)
         self.step += 1
         self.pending.append(losses.detach())
+
+    @torch.no_grad()
+    def clip_and_step(self, lr: torch.Tensor, active: torch.Tensor) -> None:
+        """Per-member gradient clipping and AdamW (one fused graph under torch.compile: the stacked update is
+        dozens of small broadcasting ops otherwise). A NaN gradient stays in its own member, whose update is
+        masked from now on."""
+        clip_per_member([p.grad for p in self.params if p.grad is not None], self.tc.grad_clip)
+        self.opt.step(lr, active)
 
     @torch.no_grad()
     def evaluate_all(self) -> list[dict]:
@@ -324,7 +332,9 @@ def train_pack(specs: list[RunSpec], outs: list, checkpoint=None, on_start=None,
     """Train ``specs`` (one pack key) as one pack, writing each member's result file to ``outs`` as it
     finishes; returns their Datasets. A mixer marked ``packable=False`` trains its runs solo, one after the
     other (checkpoint ``<checkpoint>.<i>``), and so does a single run. ``on_start(pack)`` may route a
-    preemption signal to ``pack.stop_requested``; ``options``: dtype, compile."""
+    preemption signal to ``pack.stop_requested``; ``options``: dtype, compile (True: the loss and the update run
+    as torch.compile'd graphs, 2-2.5x the eager packs on an H200 after a compile of about half a minute; None: the
+    EIGSWEEP_COMPILE environment variable decides; results are the same up to floating-point reordering)."""
     if len(specs) != len(outs):
         raise ValueError(f"{len(specs)} runs but {len(outs)} output paths")
     if len(specs) == 1 or not registry.mixer_info(specs[0].arch).packable:   # a pack of 1 is faster solo

@@ -132,8 +132,11 @@ def chunked_delta_rule(q, k, v, beta, log_alpha, chunk=64):
     gamma_end = torch.exp(g[..., -1])                                              # (B, H, n)
     S = q.new_zeros(B, H, N, P)
     outs = []
-    for c in range(n):
-        U = U_v[:, :, c] - W[:, :, c] @ S
-        outs.append(q_dec[:, :, c] @ S + attn[:, :, c] @ U)
-        S = gamma_end[:, :, c, None, None] * S + k_dec[:, :, c].transpose(-1, -2) @ U
+    # unbind, not index, per chunk: the backward then stacks the chunks' gradients once, instead of adding n
+    # full-size zero-padded gradients
+    chunks = zip(*(t.unbind(2) for t in (U_v, W, q_dec, attn, k_dec, gamma_end[..., None, None])))
+    for U_v_c, W_c, q_dec_c, attn_c, k_dec_c, gamma_c in chunks:
+        U = U_v_c - W_c @ S
+        outs.append(q_dec_c @ S + attn_c @ U)
+        S = gamma_c * S + k_dec_c.transpose(-1, -2) @ U
     return torch.stack(outs, dim=2).reshape(B, H, n * T, P)[:, :, :L]
