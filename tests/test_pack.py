@@ -153,3 +153,15 @@ def test_pack_resumes_exactly_from_its_checkpoint(tmp_path):
         np.testing.assert_array_equal(a.bin_fraction.values, b.bin_fraction.values)
         np.testing.assert_array_equal(a.test_acc.values, b.test_acc.values)
     assert not ckpt.exists()
+
+
+def test_corrupt_pack_checkpoint_is_moved_aside_and_the_pack_starts_from_scratch(tmp_path):
+    specs = grid(steps=20)
+    ref = train_pack(specs, [tmp_path / f"r{i}.nc" for i in range(4)], **F64)
+    ckpt = tmp_path / "pack.pt"
+    ckpt.write_bytes(b"\x80\x04garbage" * 50)
+    outs = [tmp_path / f"p{i}.nc" for i in range(4)]
+    fresh = train_pack(specs, outs, ckpt, **F64)
+    assert (tmp_path / "pack.pt.corrupt").exists()
+    for a, b in zip(ref, fresh):
+        np.testing.assert_array_equal(a.train_loss.values, b.train_loss.values)

@@ -111,6 +111,17 @@ def check_writable(*paths: str | Path | None) -> None:
             raise JobError(f"cannot write to {d} ({e.strerror}): make it writable, then rerun") from None
 
 
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write a training checkpoint (a dict with its run's or pack's ``config_hash``) atomically."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
 def load_checkpoint_or_none(path: str | Path, map_location=None, config_hash: str | None = None):
     """A training checkpoint's state dict, or None to start from scratch: when the file is missing, when it
     is corrupt (truncated, garbage: it is moved aside to ``<name>.corrupt`` with a warning, so it cannot block

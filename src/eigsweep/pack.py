@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from eigsweep import registry, spectrum
 from eigsweep.config import RunSpec
+from eigsweep.jobs import load_checkpoint_or_none, save_checkpoint
 from eigsweep.packs import pack_key
 from eigsweep.results import build_result, write_atomic
 from eigsweep.train import (BatchOrder, Preempted, TaskTensors, autocast, compile_requested, eval_result,
@@ -259,20 +259,19 @@ class Pack:
                                                "elapsed")} for m in self.members]
         return dict(params=[p.detach() for p in self.params], buffers=self.buffers, opt=self.opt.state_dict(),
                     active=self.active, diverged_at=self.diverged_at, step=self.step, members=members,
-                    elapsed=self.elapsed, config_hashes=[s.config_hash() for s in self.specs])
+                    elapsed=self.elapsed, config_hash=self.config_hash())
+
+    def config_hash(self) -> str:
+        """The pack's identity: its members' config hashes, in order."""
+        return ",".join(s.config_hash() for s in self.specs)
 
     def save_checkpoint(self) -> None:
-        if not self.checkpoint_path:
-            return
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(self.checkpoint_path)
+        if self.checkpoint_path:
+            save_checkpoint(self.state_dict(), self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        if state["config_hashes"] != [s.config_hash() for s in self.specs]:
-            log.warning("ignoring checkpoint %s: written for another pack", self.checkpoint_path)
+        state = load_checkpoint_or_none(self.checkpoint_path, self.device, self.config_hash())
+        if state is None:   # missing, corrupt (moved aside) or for another pack: start from scratch
             return
         with torch.no_grad():
             for p, q in zip(self.params, state["params"]):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from eigsweep import registry, spectrum
 from eigsweep.config import RunSpec
-from eigsweep.jobs import load_checkpoint_or_none
+from eigsweep.jobs import load_checkpoint_or_none, save_checkpoint
 from eigsweep.model import build_model
 from eigsweep.results import build_result, write_atomic
 
@@ -221,12 +221,8 @@ class Trainer:
                     status=self.status, done=self.done, elapsed=self.elapsed, config_hash=self.spec.config_hash())
 
     def save_checkpoint(self) -> None:
-        if not self.checkpoint_path:
-            return
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(self.checkpoint_path)
+        if self.checkpoint_path:
+            save_checkpoint(self.state_dict(), self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
         state = load_checkpoint_or_none(self.checkpoint_path, self.device, self.spec.config_hash())
