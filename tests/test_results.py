@@ -149,3 +149,18 @@ def test_stale_temporary_files_are_removed_by_the_next_write_and_by_aggregation(
     assert not stale_a.exists() and stale_b.exists() and other.exists()
     aggregate([a, b], tmp_path / "summary.nc")   # aggregation: those of the runs it stacks
     assert not stale_b.exists() and other.exists()
+
+
+def test_a_run_whose_loss_rose_far_above_its_start_is_unstable_not_ok():
+    from eigsweep.train import Trainer
+
+    assert results.run_status("ok", [4.0, 3.0, 2.0]) == "ok"
+    assert results.run_status("ok", [2.0] + [3.5] * 9 + [2.9]) == "ok"            # last tenth 2.9 / 2 < 1.5
+    assert results.run_status("ok", [2.0, 2.5, 8.0]) == "unstable"
+    assert results.run_status("diverged", [2.0, 9.0]) == "diverged"
+    trainer = Trainer(tiny_spec(steps=4))
+    trainer.train()
+    assert str(trainer.result().status.values) == "ok"
+    trainer.curve["train_loss"] = [2.0, 2.0, 5.0, 6.0]
+    ds = trainer.result()
+    assert str(ds.status.values) == "unstable" and float(ds.loss_rise) == 3.0

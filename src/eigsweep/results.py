@@ -23,7 +23,10 @@ AXES = ("sweep", "run_id", "arch", "task", "task_name", "modification", "seed", 
 REQUIRED_VARS = ("bin_fraction", "bin_fraction_std", "phase_fraction", "phase_fraction_std", "fine_count",
                  "n_eigenvalues", "bin_fraction_during", "train_loss", "test_acc", "test_loss",
                  "final_acc", "best_acc", "status", "steps_done", "wall_time_s")
-STATUSES = ("ok", "diverged")
+STATUSES = ("ok", "diverged", "unstable")
+# 'unstable': finite, but the training loss ended this many times above where it started (a blown-up run that
+# did not reach NaN must not be called 'ok')
+UNSTABLE_LOSS_RATIO = 1.5
 
 
 SCHEMA_VERSION = 1            # attribute `schema_version`; files without it are version 1
@@ -122,6 +125,19 @@ def move_aside(path: str | Path) -> Path:
     return aside
 
 
+def loss_rise(train_loss) -> float:
+    """The mean of the last tenth of a run's training losses over its first loss (NaN without losses)."""
+    loss = np.asarray(train_loss, dtype=float)
+    if len(loss) == 0 or not np.isfinite(loss[0]) or loss[0] <= 0:
+        return float("nan")
+    return float(np.mean(loss[-max(1, len(loss) // 10):]) / loss[0])
+
+
+def run_status(status: str, train_loss) -> str:
+    """``status`` ('ok' or 'diverged'), or 'unstable' for an 'ok' run whose loss rose far above its start."""
+    return "unstable" if status == "ok" and loss_rise(train_loss) > UNSTABLE_LOSS_RATIO else status
+
+
 def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Dataset], curve: dict,
                  status: str, wall_time_s: float, device: str) -> xr.Dataset:
     """Assemble a run's Dataset from its spectra ({"init": ds, "trained": ds}), the spectra measured at
@@ -146,7 +162,9 @@ def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Datas
     ds["best_acc"] = float(finite.max()) if len(finite) else np.nan
     if "test_ppl" in curve:
         ds["test_ppl"] = ("eval_step", np.asarray(curve["test_ppl"], dtype=float))
+    status = run_status(status, curve["train_loss"])
     ds["status"] = status
+    ds["loss_rise"] = loss_rise(curve["train_loss"])
     ds["steps_done"] = int(curve["steps_done"])
     ds["wall_time_s"] = float(wall_time_s)
     ds["device"] = device

@@ -116,7 +116,8 @@ def run_statistics(ds: xr.Dataset, stage: str = "trained", acc: str = "final_acc
     for a in ("task", "arch", "modification", "seed", "lr", "spectrum_view"):
         if a in ds.coords:
             res = res.assign_coords({a: ("run", ds[a].values)})
-    # a diverged run has no trained spectrum: its statistics are undefined, not zero
+    # a diverged run has no trained spectrum, an unstable one (loss rose far above its start) no meaningful one:
+    # their statistics are undefined, not zero
     bad = ds.status != "ok"
     for name in STATISTICS:
         res[name] = res[name].where(~bad)

@@ -80,7 +80,7 @@ def accuracy(ds, options=None, **_):
                       label=(f"{oname} during training" if oname == "best" else "final model") + " (right)"),
                Line2D([], [], color="0.35", ls="--", label="chance (uniform guess)")]
     if (ds.status.values != "ok").any():
-        handles.append(Line2D([], [], marker="x", ls="", color="black", label="diverged (drawn at 0)"))
+        handles.append(Line2D([], [], marker="x", ls="", color="black", label="diverged or unstable (drawn at 0)"))
     if len(set(ds.lr.values.tolist())) > 1:
         handles.append(Line2D([], [], marker="o", ls="", color="0.55", markersize=3, label="other learning rates"))
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(handles), 3), fontsize=8,
