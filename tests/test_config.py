@@ -1,6 +1,5 @@
 """config.yaml validation and sweep expansion; the exported JSON schema; Slurm resources; a torch-free DAG."""
 import copy
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from eigsweep import registry
 from eigsweep.config import (DEFAULT_SLURM, ConfigError, RunSpec, load_config, run_id, schema_text, slurm_resources,
                              sweep_runs, validate_config)
 
@@ -196,13 +196,14 @@ def test_missing_or_broken_config_file(tmp_path):
 
 
 def test_option_choices_are_the_mixers(config):
-    """config.OPTION_CHOICES (checked without torch) lists exactly what the mixers accept."""
+    """The registry's option choices (checked without torch) are exactly what the mixers accept."""
     import dataclasses
 
-    from eigsweep.config import OPTION_CHOICES, ModelConfig
+    from eigsweep.config import ModelConfig
     from eigsweep.mixers import norm
     from eigsweep.model import build_model
 
+    OPTION_CHOICES = {k: v for a in registry.MIXERS.values() for k, v in a.choices.items()}
     assert set(OPTION_CHOICES["norm_fn"]) == set(norm.NORM_FNS)
     assert set(OPTION_CHOICES["feature_map"]) == set(norm.FEATURE_MAPS)
     cfg = ModelConfig(d_model=16, n_heads=2, d_state=4, n_layers=1)

@@ -433,18 +433,13 @@ def _modifications(config: dict) -> dict:
     return config.get("modifications", {"none": {}})
 
 
-# The values a mixer's string options accept (the mixers refuse others when built; checked here without torch;
-# tests/test_config.py keeps this in step with the mixers).
-OPTION_CHOICES = {"norm_fn": ("exp", "elu", "softplus", "sigmoid"), "feature_map": ("elu", "none"),
-                  "short_conv": ("none", "qk", "qkv"), "s4d_init": ("lin", "inv")}
-
-
 def _options_problems(options: dict, where: str, archs: list[str] | None) -> list[str]:
     """Option keys and value types against the registry: every one of `archs` (None: any registered
     architecture) must take each key."""
-    known = {}
+    known, choices = {}, {}
     for a in archs or registry.MIXERS:
         known.update(registry.MIXERS[a].options)
+        choices.update(registry.MIXERS[a].choices)
     problems = []
     for k, v in options.items():
         refusing = [a for a in archs or [] if k not in registry.MIXERS[a].options]
@@ -462,8 +457,8 @@ def _options_problems(options: dict, where: str, archs: list[str] | None) -> lis
         if not ok:
             problems.append(f"{where}.{k}: {v!r} should be of the type of its default {default!r}"
                             f"{_number_hint(v)}")
-        elif k in OPTION_CHOICES and v not in OPTION_CHOICES[k]:
-            problems.append(f"{where}.{k}: {v!r} is not one of {', '.join(OPTION_CHOICES[k])}")
+        elif k in choices and v not in choices[k]:
+            problems.append(f"{where}.{k}: {v!r} is not one of {', '.join(choices[k])}")
     return problems
 
 

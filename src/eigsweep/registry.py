@@ -20,7 +20,8 @@ class MixerInfo:
     the eigenvalues are the informative ones is ``INFORMATIVE[structural]``.
     ``model_keys``: the model settings beyond the shared ones (d_model, n_layers, norm, …) that the mixer
     reads; a modification that changes only keys outside this set does not apply to it.
-    ``options``: the keys it accepts under ``model.options``, with their defaults.
+    ``options``: the keys it accepts under ``model.options``, with their defaults; ``choices``: the values a
+    string option accepts (the mixer refuses others when built; checked without torch before any job).
     ``packable``: can train as a member of a pack (stacked parameters, one batched computation).
     """
 
@@ -30,6 +31,7 @@ class MixerInfo:
     structural: str | None = None
     model_keys: frozenset = frozenset()
     options: dict = field(default_factory=dict)
+    choices: dict = field(default_factory=dict)
     packable: bool = True
 
 
@@ -46,11 +48,13 @@ MIXERS: dict[str, MixerInfo] = {
     "linear_unnorm": MixerInfo("eigsweep.mixers.linear:UnnormalisedLinearAttention", lti=True, model_keys=_QKV),
     "mamba2": MixerInfo("eigsweep.mixers.mamba2:Mamba2", model_keys=_MAMBA2, options={"lti": False}),
     "norm": MixerInfo("eigsweep.mixers.norm:NormAttention", model_keys=_QKV,
-                      options={"norm_fn": "softplus", "feature_map": "elu", "short_conv": None}),
+                      options={"norm_fn": "softplus", "feature_map": "elu", "short_conv": None},
+                      choices={"norm_fn": ("exp", "elu", "softplus", "sigmoid"), "feature_map": ("elu", "none"),
+                               "short_conv": ("none", "qk", "qkv")}),
     "mamba2_lti": MixerInfo("eigsweep.mixers.mamba2:Mamba2LTI", lti=True, model_keys=_MAMBA2),
     "s4": MixerInfo("eigsweep.mixers.s4:S4", lti=True, complex=True, model_keys=frozenset({"d_state"})),
     "s4d": MixerInfo("eigsweep.mixers.s4d:S4D", lti=True, complex=True, model_keys=frozenset({"d_state"}),
-                     options={"s4d_init": "lin"}),
+                     options={"s4d_init": "lin"}, choices={"s4d_init": ("lin", "inv")}),
     "s5": MixerInfo("eigsweep.mixers.s5:S5", lti=True, complex=True, model_keys=frozenset({"d_state"})),
     "lru": MixerInfo("eigsweep.mixers.lru:LRU", lti=True, complex=True, model_keys=frozenset({"d_state"}),
                      options={"lru_r_min": 0.9, "lru_r_max": 0.99, "lru_max_phase": 6.283185307179586}),
