@@ -26,12 +26,14 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--results", default=None, help="results directory (default: config results_dir)")
     p.add_argument("sweep")
-    p = sub.add_parser("job", help="the Snakemake train rule's command: one run of the workflow's jobs file, "
-                                   "here or on Slurm")
+    p = sub.add_parser("job", help="the Snakemake train rules' command: one run or one pack of the workflow's "
+                                   "jobs file, here or on Slurm")
     p.add_argument("--jobs-file", required=True, help="the JSON file of specs and resources the workflow writes")
     p.add_argument("--sweep", required=True)
-    p.add_argument("--run", required=True)
-    p.add_argument("--out", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run")
+    which.add_argument("--pack", help="a pack id: trains those of its runs whose result file is missing or stale")
+    p.add_argument("--out", required=True, nargs="+", help="the result file (one per member of a pack, in order)")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--log", default=None)
     args = parser.parse_args(argv)
@@ -48,9 +50,14 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "job":   # no config file: the workflow hands over the resolved spec and resources
-        from eigsweep.jobs import run_job_from_file
+        from eigsweep.jobs import JobError, run_job_from_file, run_pack_from_file
 
-        run_job_from_file(args.jobs_file, args.sweep, args.run, args.out, args.checkpoint, args.log)
+        if args.pack:
+            run_pack_from_file(args.jobs_file, args.sweep, args.pack, args.out, args.checkpoint, args.log)
+        elif len(args.out) != 1:
+            raise JobError(f"--run {args.run}: one --out file, not {len(args.out)}")
+        else:
+            run_job_from_file(args.jobs_file, args.sweep, args.run, args.out[0], args.checkpoint, args.log)
         return 0
 
     from eigsweep.config import ConfigError, load_config, sweep_runs
