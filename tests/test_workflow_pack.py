@@ -204,3 +204,26 @@ def test_a_signal_after_the_last_step_of_a_pack_is_ignored(tmp_path):
 def json_dict(spec):
     import json
     return json.loads(spec.to_json())
+
+
+def test_eigsweep_sweep_trains_in_packs_from_the_config(tmp_path, monkeypatch):
+    """`eigsweep sweep` groups the runs as the Snakefile does (pack size from the config, no code edit), trains
+    only missing or stale members, and leaves the others' files alone."""
+    import xarray as xr
+
+    from eigsweep import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_packed(base_config())))
+    assert cli.main(["sweep", "--config", "config.yaml", "demo"]) == 0
+    runs = tmp_path / "results/demo/runs"
+    ids = [f"softmax-mqar_demo-none-s{s}-lr1.00e-02" for s in range(3)]
+    members = [xr.open_dataset(runs / f"{r}.nc").attrs.get("pack_members") for r in ids]
+    assert members == [f"{ids[0]} {ids[1]}"] * 2 + [None]   # packs of 2, 1 (a pack of one trains solo)
+    assert xr.open_dataset(tmp_path / "results/demo/summary.nc").sizes["run"] == 3
+    stamps = {r: (runs / f"{r}.nc").stat().st_mtime_ns for r in ids}
+    (runs / f"{ids[0]}.nc").unlink()
+    assert cli.main(["sweep", "--config", "config.yaml", "demo"]) == 0
+    assert (runs / f"{ids[0]}.nc").exists()
+    assert [(runs / f"{r}.nc").stat().st_mtime_ns == stamps[r] for r in ids] == [False, True, True]
+    assert cli.main(["sweep", "--config", "config.yaml", "--pack", "0", "demo"]) == 2
