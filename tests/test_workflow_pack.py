@@ -90,6 +90,7 @@ def test_snakemake_trains_a_pack_as_one_job_and_a_partial_rerun_only_its_missing
     kept, before = runs / f"{ids[0]}.nc", (runs / f"{ids[0]}.nc").read_bytes()
     inode = kept.stat().st_ino
     (runs / f"{ids[1]}.nc").unlink()
+    assert "train_pack" not in snakemake("-n", "figures_demo", cwd=tmp_path)   # figures-only: never trains
     out = snakemake("-c1", summary, cwd=tmp_path)
     assert "train_pack_demo_0" in out and "train_pack_demo_1" not in out
     assert f"training 1 of 2 runs (up to date: {ids[0]})" in \

@@ -1,4 +1,6 @@
-"""The train rule's job: one run, trained exactly as the workflow resolved it, here or on Slurm.
+"""The train rules' jobs: one run (rule train), or one pack of runs (rules train_pack_*: config key `pack`),
+trained exactly as the workflow resolved them, here or on Slurm. A pack job trains only its members whose
+result file is missing or stale (stale_members) and leaves the others' files as they are.
 
 The jobs file. Building the DAG resolves every run's spec (the train rule's ``params.spec``, its rerun
 trigger) and where to run it (config ``executor``, each sweep's Slurm resources) once per invocation, and
