@@ -228,3 +228,21 @@ def test_eigsweep_sweep_trains_in_packs_from_the_config(tmp_path, monkeypatch):
     assert (runs / f"{ids[0]}.nc").exists()
     assert [(runs / f"{r}.nc").stat().st_mtime_ns == stamps[r] for r in ids] == [False, True, True]
     assert cli.main(["sweep", "--config", "config.yaml", "--pack", "0", "demo"]) == 2
+
+
+def test_job_of_a_pack_checks_its_jobs_file_and_outputs(tmp_path, capsys):
+    from eigsweep import cli
+    from eigsweep.jobs import write_jobs_file
+    from test_training import tiny_spec
+
+    specs = [tiny_spec().__class__.from_dict({**json_dict(tiny_spec()), "seed": s}) for s in (0, 1)]
+    jobs = write_jobs_file({"t": {s.run_id: s.to_json() for s in specs}}, dict(sweeps=dict(t={})), tmp_path / "j",
+                           packs={"t": {"p0": [s.run_id for s in specs]}})
+    args = ["job", "--jobs-file", jobs, "--sweep", "t"]
+    assert cli.main([*args, "--pack", "p9", "--out", "a.nc"]) == 1
+    assert "has no pack 'p9'" in capsys.readouterr().err
+    assert cli.main([*args, "--pack", "p0", "--out", str(tmp_path / f"{specs[1].run_id}.nc"),
+                     str(tmp_path / f"{specs[0].run_id}.nc")]) == 1
+    assert "--out must be its runs' files, in order" in capsys.readouterr().err
+    assert cli.main([*args, "--run", specs[0].run_id, "--out", "a.nc", "b.nc"]) == 1
+    assert not list(tmp_path.glob("*.nc"))

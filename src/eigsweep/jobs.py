@@ -310,4 +310,8 @@ def run_pack_job(spec_jsons: list[str], outs: list, checkpoint: str | Path | Non
 def run_pack_from_file(jobs_file: str | Path, sweep: str, pack: str, outs: list, checkpoint, log_file):
     """A pack rule's command (`eigsweep job --jobs-file … --pack ID --out A.nc B.nc …`)."""
     spec_jsons, executor, resources = read_pack(jobs_file, sweep, pack)
+    runs = [RunSpec.from_json(s).run_id for s in spec_jsons]
+    if [Path(o).stem for o in outs] != runs:
+        raise JobError(f"pack {pack} of jobs file {jobs_file}: --out must be its runs' files, in order: "
+                       f"{', '.join(f'{r}.nc' for r in runs)}")
     return run_pack_job(spec_jsons, outs, checkpoint, log_file, executor, resources, name=pack)
