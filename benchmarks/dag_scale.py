@@ -1,11 +1,12 @@
 """DAG scale: `snakemake -n` of a configured grid of N runs vs a bare Snakefile with as many trivial jobs.
 
-    python benchmarks/dag_scale.py [--runs 10000] [--repeats 3]
+    python benchmarks/dag_scale.py [--runs 10000] [--repeats 3] [--pack 1]
 
 Both dry runs start from an empty results directory, so every job is listed. The eigsweep side is the
 real Snakefile on a config with one sweep of N runs (arch x modification x seed x lr); the bare side has
 the same shape: N wildcard jobs -> one aggregate job -> one figures job -> `all`. Prints the median and
-min wall time of each and their ratio (target: eigsweep <= 1.5 x bare).
+min wall time of each and their ratio (target: eigsweep <= 1.5 x bare). ``--pack N`` sets the config key
+`pack` (one Snakemake job per pack of N runs; the bare side keeps one job per run).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ rule train:
 '''
 
 
-def grid_config(n: int) -> dict:
+def grid_config(n: int, pack: int = 1) -> dict:
     archs, mods = ["softmax", "linear"], ["none", "gate", "conv_qk", "conv_qkv", "depth1"]
     lrs = [1e-4 * (i + 1) for i in range(10)]
     seeds = n // (len(archs) * len(mods) * len(lrs))
@@ -51,6 +52,7 @@ def grid_config(n: int) -> dict:
     c["results_dir"] = "results"
     c["sweeps"] = {"big": dict(arch=archs, task=["mqar_demo"], modification=mods, seed=list(range(seeds)), lr=lrs)}
     c["all"] = ["big"]
+    c["pack"] = pack
     return c
 
 
@@ -71,13 +73,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--pack", type=int, default=1, help="config key pack (runs per Snakemake job)")
     args = ap.parse_args()
     sm = [sys.executable, "-m", "snakemake", "-n", "all"]
     with tempfile.TemporaryDirectory() as tmp:
         bare, ours = Path(tmp, "bare"), Path(tmp, "eigsweep")
         bare.mkdir(), ours.mkdir()
         (bare / "Snakefile").write_text(BARE.format(n=args.runs))
-        (ours / "config.yaml").write_text(yaml.safe_dump(grid_config(args.runs)))
+        (ours / "config.yaml").write_text(yaml.safe_dump(grid_config(args.runs, args.pack)))
         times, cpu = {"bare": [], "eigsweep": []}, {"bare": [], "eigsweep": []}
         for _ in range(args.repeats):   # interleaved, so both see the same machine load
             for name, cmd, cwd in (("bare", sm, bare),
@@ -87,7 +90,7 @@ def main() -> None:
                 cpu[name].append(c)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, {args.runs} runs, {args.repeats} repeats, load average "
+          f"{platform.python_version()}, {args.runs} runs, pack {args.pack}, {args.repeats} repeats, load average "
           f"{os.getloadavg()[0]:.1f}")
     for k, v in times.items():
         print(f"  {k:9s} wall median {med[k]:6.2f} s  min {min(v):6.2f} s  (all {' '.join(f'{x:.2f}' for x in v)})"

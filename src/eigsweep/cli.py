@@ -21,17 +21,20 @@ def main(argv=None) -> int:
     p.add_argument("--run", required=True, help="run id (see `eigsweep list`)")
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", default=None)
-    p = sub.add_parser("sweep", help="without Snakemake: train a sweep's missing runs one after another, "
-                                     "then write summary.nc")
+    p = sub.add_parser("sweep", help="without Snakemake: train a sweep's missing or stale runs, pack by pack "
+                                     "(config key `pack`), on the GPU if there is one, then write summary.nc")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--results", default=None, help="results directory (default: config results_dir)")
+    p.add_argument("--pack", type=int, default=None, help="runs per pack (default: the sweep's or config's `pack`)")
     p.add_argument("sweep")
-    p = sub.add_parser("job", help="the Snakemake train rule's command: one run of the workflow's jobs file, "
-                                   "here or on Slurm")
+    p = sub.add_parser("job", help="the Snakemake train rules' command: one run or one pack of the workflow's "
+                                   "jobs file, here or on Slurm")
     p.add_argument("--jobs-file", required=True, help="the JSON file of specs and resources the workflow writes")
     p.add_argument("--sweep", required=True)
-    p.add_argument("--run", required=True)
-    p.add_argument("--out", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run")
+    which.add_argument("--pack", help="a pack id: trains those of its runs whose result file is missing or stale")
+    p.add_argument("--out", required=True, nargs="+", help="the result file (one per member of a pack, in order)")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--log", default=None)
     args = parser.parse_args(argv)
@@ -48,9 +51,14 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "job":   # no config file: the workflow hands over the resolved spec and resources
-        from eigsweep.jobs import run_job_from_file
+        from eigsweep.jobs import JobError, run_job_from_file, run_pack_from_file
 
-        run_job_from_file(args.jobs_file, args.sweep, args.run, args.out, args.checkpoint, args.log)
+        if args.pack:
+            run_pack_from_file(args.jobs_file, args.sweep, args.pack, args.out, args.checkpoint, args.log)
+        elif len(args.out) != 1:
+            raise JobError(f"--run {args.run}: one --out file, not {len(args.out)}")
+        else:
+            run_job_from_file(args.jobs_file, args.sweep, args.run, args.out[0], args.checkpoint, args.log)
         return 0
 
     from eigsweep.config import ConfigError, load_config, sweep_runs
@@ -67,7 +75,13 @@ def _dispatch(args) -> int:
         print("\n".join(runs))
         return 0
     if args.command == "sweep":
-        return run_sweep(args.sweep, runs, Path(args.results or config.get("results_dir", "results")))
+        from eigsweep.config import pack_size
+
+        size = pack_size(config, args.sweep) if args.pack is None else args.pack
+        if size < 1:
+            print(f"eigsweep: --pack must be at least 1, not {size}", file=sys.stderr)
+            return 2
+        return run_sweep(args.sweep, runs, Path(args.results or config.get("results_dir", "results")), size)
     if args.run not in runs:
         print(f"eigsweep: sweep {args.sweep!r} has no run {args.run!r} (see `eigsweep list {args.sweep}`)",
               file=sys.stderr)
@@ -81,29 +95,36 @@ def _dispatch(args) -> int:
     return 0
 
 
-def run_sweep(sweep: str, runs: dict, results: Path) -> int:
-    """Train the runs without a valid result file (a corrupt one is moved aside and retrained), then write
-    summary.nc; holding the runs directory's lock and a Snakemake lock on the files, so neither another
-    `eigsweep sweep` nor Snakemake can work on them meanwhile."""
+def run_sweep(sweep: str, runs: dict, results: Path, pack: int = 1) -> int:
+    """Train the runs without a valid, current result file (a corrupt one is moved aside and retrained, one
+    of another configuration retrained), in packs of at most ``pack`` runs grouped as the Snakefile groups
+    them (eigsweep.packs.group_packs), then write summary.nc; holding the runs directory's lock and a
+    Snakemake lock on the files, so neither another `eigsweep sweep` nor Snakemake can work on them meanwhile.
+    The device is each run's train.device (default auto: the GPU when there is one)."""
     from eigsweep.aggregate import aggregate
-    from eigsweep.jobs import check_writable, runs_lock, snakemake_lock
-    from eigsweep.results import ResultFileError, move_aside, read_run_file
-    from eigsweep.train import train_run
+    from eigsweep.jobs import check_writable, runs_lock, snakemake_lock, stale_members
+    from eigsweep.packs import group_packs
 
     log = logging.getLogger("eigsweep.sweep")
     paths = {run_id: results / sweep / "runs" / f"{run_id}.nc" for run_id in runs}
     summary = results / sweep / "summary.nc"
-    check_writable(summary, *paths.values(), results / sweep / "checkpoints" / "x.pt")
+    checkpoints = results / sweep / "checkpoints"
+    check_writable(summary, *paths.values(), checkpoints / "x.pt")
     with runs_lock(results / sweep / "runs", exclusive=True), snakemake_lock([*paths.values(), summary]):
-        for run_id, spec in runs.items():
-            out = paths[run_id]
-            if out.exists():
-                try:
-                    read_run_file(out)
-                    continue
-                except ResultFileError as e:
-                    log.warning("%s; moved it to %s, retraining", e, move_aside(out))
-            train_run(spec, out, results / sweep / "checkpoints" / f"{run_id}.pt")
+        for pack_id, members in group_packs(list(runs.values()), pack).items():
+            outs = [paths[r.run_id] for r in members]
+            todo = stale_members(members, outs)
+            if not todo:
+                continue
+            if len(members) == 1:   # unpacked: as a Snakemake train job, checkpoint named after the run
+                from eigsweep.train import train_run
+
+                train_run(members[0], outs[0], checkpoints / f"{members[0].run_id}.pt")
+                continue
+            from eigsweep.pack import train_pack
+
+            log.info("pack %s: training %d of %d runs", pack_id, len(todo), len(members))
+            train_pack([members[i] for i in todo], [outs[i] for i in todo], checkpoints / f"{pack_id}.pt")
         aggregate(list(paths.values()), summary)
     print(f"{sweep}: {len(paths)} runs -> {summary}")
     return 0

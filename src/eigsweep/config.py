@@ -218,6 +218,8 @@ class Sweep(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     slurm: Slurm = Field(default_factory=Slurm)
+    pack: Optional[PosInt] = Field(None, description="train up to this many compatible runs of the sweep as one "
+                                                     "batched computation (one job); default: the config's `pack`")
 
 
 class TaskPreset(BaseModel):
@@ -243,6 +245,9 @@ class Config(BaseModel):
     all: Optional[list[Name]] = Field(None, description="sweeps built by the target `all` (default: every sweep)")
     defaults: Defaults = Field(default_factory=Defaults)
     slurm: Slurm = Field(default_factory=Slurm)
+    pack: PosInt = Field(1, description="runs per pack: up to this many runs of a sweep that share architecture, "
+                                        "task, model shape and training settings (eigsweep.packs.pack_key) train "
+                                        "as one batched computation, one Snakemake and Slurm job; 1: each run alone")
     tasks: dict[Name, TaskPreset] = {}
     modifications: dict[Name, ModelConfig] = Field(
         {"none": {}}, description="named modifications, each an override of model settings")
@@ -596,6 +601,12 @@ def slurm_resources(config: dict, sweep: str) -> dict:
     res = {**DEFAULT_SLURM, **top, **own}
     res["extra"] = {**DEFAULT_SLURM["extra"], **(top.get("extra") or {}), **(own.get("extra") or {})}
     return res
+
+
+def pack_size(config: dict, sweep: str) -> int:
+    """Runs per pack of a sweep: its own `pack`, else the config's, else Config's default (1)."""
+    own = (config.get("sweeps", {}).get(sweep) or {}).get("pack")
+    return int(own if own is not None else config.get("pack", Config.model_fields["pack"].default))
 
 
 def _clone(settings_obj):

@@ -1,4 +1,6 @@
-"""The train rule's job: one run, trained exactly as the workflow resolved it, here or on Slurm.
+"""The train rules' jobs: one run (rule train), or one pack of runs (rules train_pack_*: config key `pack`),
+trained exactly as the workflow resolved them, here or on Slurm. A pack job trains only its members whose
+result file is missing or stale (stale_members) and leaves the others' files as they are.
 
 The jobs file. Building the DAG resolves every run's spec (the train rule's ``params.spec``, its rerun
 trigger) and where to run it (config ``executor``, each sweep's Slurm resources) once per invocation, and
@@ -39,14 +41,18 @@ class JobError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # The jobs file
 
-def write_jobs_file(spec_json: dict[str, dict[str, str]], config: dict, directory: str | Path = JOBS_DIR) -> str:
-    """Write {"executor": …, "slurm": {sweep: resources}, "specs": {sweep: {run_id: spec JSON string}}} to
-    ``directory/<sha256>.json`` unless that file exists; return its path. ``spec_json`` holds each run's
-    ``RunSpec.to_json()``, the very strings of the train rule's params; they are stored as strings so the job
-    trains the identical text. Jobs files unused for ``JOBS_FILE_MAX_AGE_S`` are removed, and temporary files
-    of writes killed mid-way after an hour."""
-    text = json.dumps(dict(executor=config.get("executor", "local"),
-                           slurm={s: slurm_resources(config, s) for s in spec_json}, specs=spec_json))
+def write_jobs_file(spec_json: dict[str, dict[str, str]], config: dict, directory: str | Path = JOBS_DIR,
+                    packs: dict[str, dict[str, list[str]]] | None = None) -> str:
+    """Write {"executor": …, "slurm": {sweep: resources}, "specs": {sweep: {run_id: spec JSON string}}} (and,
+    given ``packs``, "packs": {sweep: {pack id: [run ids]}}) to ``directory/<sha256>.json`` unless that file
+    exists; return its path. ``spec_json`` holds each run's ``RunSpec.to_json()``, the very strings of the
+    train rules' params; they are stored as strings so the job trains the identical text. Jobs files unused
+    for ``JOBS_FILE_MAX_AGE_S`` are removed, and temporary files of writes killed mid-way after an hour."""
+    content = dict(executor=config.get("executor", "local"),
+                   slurm={s: slurm_resources(config, s) for s in spec_json}, specs=spec_json)
+    if packs:
+        content["packs"] = packs
+    text = json.dumps(content)
     data = text.encode()
     directory = Path(directory)
     path = directory / f"{hashlib.sha256(data).hexdigest()}.json"
@@ -69,9 +75,8 @@ def write_jobs_file(spec_json: dict[str, dict[str, str]], config: dict, director
     return str(path)
 
 
-def read_job(jobs_file: str | Path, sweep: str, run: str) -> tuple[str, str, dict]:
-    """(spec JSON, executor, Slurm resources) of one run from a jobs file, after checking the file is the
-    one its name says and the spec is that run's. Raises JobError (one line) otherwise."""
+def read_jobs_file(jobs_file: str | Path) -> dict:
+    """A jobs file's content, after checking the file is the one its name says. Raises JobError otherwise."""
     path = Path(jobs_file)
     try:
         data = path.read_bytes()
@@ -84,7 +89,14 @@ def read_job(jobs_file: str | Path, sweep: str, run: str) -> tuple[str, str, dic
         os.utime(path)   # in use: keep it from write_jobs_file's clean-up
     except OSError:
         pass
-    jobs = json.loads(data)
+    return json.loads(data)
+
+
+def read_job(jobs_file: str | Path, sweep: str, run: str) -> tuple[str, str, dict]:
+    """(spec JSON, executor, Slurm resources) of one run from a jobs file, after checking the file is the
+    one its name says and the spec is that run's. Raises JobError (one line) otherwise."""
+    path = Path(jobs_file)
+    jobs = read_jobs_file(path)
     try:
         spec_json = jobs["specs"][sweep][run]
     except KeyError:
@@ -93,6 +105,17 @@ def read_job(jobs_file: str | Path, sweep: str, run: str) -> tuple[str, str, dic
     if (spec.sweep, spec.run_id) != (sweep, run):
         raise JobError(f"jobs file {path}: the spec under {sweep}/{run} is run {spec.sweep}/{spec.run_id}")
     return spec_json, jobs["executor"], jobs["slurm"][sweep]
+
+
+def read_pack(jobs_file: str | Path, sweep: str, pack: str) -> tuple[list[str], str, dict]:
+    """([spec JSON of each member], executor, Slurm resources) of one pack of a jobs file (see read_job)."""
+    path = Path(jobs_file)
+    jobs = read_jobs_file(path)
+    try:
+        runs = jobs.get("packs", {})[sweep][pack]
+    except KeyError:
+        raise JobError(f"jobs file {path} has no pack {pack!r} in sweep {sweep!r}") from None
+    return [read_job(path, sweep, run)[0] for run in runs], jobs["executor"], jobs["slurm"][sweep]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,6 +172,24 @@ def load_checkpoint_or_none(path: str | Path, map_location=None, config_hash: st
         log.warning("ignoring checkpoint %s: written for another configuration", path)
         return None
     return state
+
+
+def stale_members(specs: list[RunSpec], outs: list[str | Path]) -> list[int]:
+    """Indices of the runs to train: those whose result file is missing, unreadable (moved aside to
+    ``<name>.corrupt``) or written for another configuration (its stored config_hash is not the spec's)."""
+    from eigsweep.results import ResultFileError, move_aside, read_run_file
+
+    stale = []
+    for i, (spec, out) in enumerate(zip(specs, outs)):
+        try:
+            if read_run_file(out).attrs.get("config_hash") == spec.config_hash():
+                continue
+        except FileNotFoundError:
+            pass
+        except ResultFileError as e:
+            log.warning("%s; moved it to %s, retraining", e, move_aside(out))
+        stale.append(i)
+    return stale
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,3 +288,41 @@ def run_job_from_file(jobs_file: str | Path, sweep: str, run: str, out, checkpoi
     """The `train` rule's command (`eigsweep job --jobs-file …`): one run as this invocation resolved it."""
     spec_json, executor, resources = read_job(jobs_file, sweep, run)
     return run_job(spec_json, out, checkpoint, log_file, executor, resources)
+
+
+def run_pack_job(spec_jsons: list[str], outs: list, checkpoint: str | Path | None, log_file: str | Path | None,
+                 executor: str = "local", slurm: dict | None = None, name: str | None = None) -> list:
+    """One pack (eigsweep.pack.train_pack), here or as one Slurm job: only its members whose result file is
+    missing or stale (stale_members); the others are left as they are. Returns the trained members' results
+    (Datasets locally, the Slurm job's summary on Slurm)."""
+    if executor not in EXECUTORS:
+        raise JobError(f"config key executor: {executor!r} is not one of {list(EXECUTORS)}")
+    if len(spec_jsons) != len(outs):
+        raise JobError(f"pack {name}: {len(spec_jsons)} runs but {len(outs)} output files")
+    check_writable(*outs, checkpoint, log_file)
+    setup_logging(log_file)
+    with runs_lock(Path(outs[0]).parent, exclusive=False):
+        todo = stale_members([RunSpec.from_json(s) for s in spec_jsons], outs)
+        kept = [RunSpec.from_json(spec_jsons[i]).run_id for i in range(len(outs)) if i not in todo]
+        log.info("pack %s: training %d of %d runs%s", name, len(todo), len(outs),
+                 f" (up to date: {' '.join(kept)})" if kept else "")
+        if not todo:
+            return []
+        specs, outs = [spec_jsons[i] for i in todo], [str(outs[i]) for i in todo]
+        if executor == "local":
+            from eigsweep.pack import train_pack
+
+            return train_pack([RunSpec.from_json(s) for s in specs], outs, checkpoint)
+        from eigsweep.slurm import run_slurm
+
+        return run_slurm(specs, outs, checkpoint, log_file, slurm, name=name)
+
+
+def run_pack_from_file(jobs_file: str | Path, sweep: str, pack: str, outs: list, checkpoint, log_file):
+    """A pack rule's command (`eigsweep job --jobs-file … --pack ID --out A.nc B.nc …`)."""
+    spec_jsons, executor, resources = read_pack(jobs_file, sweep, pack)
+    runs = [RunSpec.from_json(s).run_id for s in spec_jsons]
+    if [Path(o).stem for o in outs] != runs:
+        raise JobError(f"pack {pack} of jobs file {jobs_file}: --out must be its runs' files, in order: "
+                       f"{', '.join(f'{r}.nc' for r in runs)}")
+    return run_pack_job(spec_jsons, outs, checkpoint, log_file, executor, resources, name=pack)

@@ -212,6 +212,12 @@ class Pack:
     def running(self) -> list[int]:
         return [i for i, m in enumerate(self.members) if not m.done]
 
+    @property
+    def done(self) -> bool:
+        """Training is over (every member finished, or the last step reached), as Trainer.done: eigsweep.slurm
+        then lets a preemption signal pass, finishing being quicker than requeueing."""
+        return not self.running() or self.step >= self.tc.steps
+
     def read_losses(self) -> None:
         """Move the queued losses into the members' curves (one synchronisation) and finish the members that
         diverged, at their first non-finite step."""

@@ -1,9 +1,9 @@
 """Train runs on Slurm: the job submitit runs (TrainJob) and the waiter that submits and watches it (run_slurm).
 
-With ``executor: slurm`` each Snakemake train job is a *waiter*: it submits one Slurm job through submitit,
-watches it and fails with the Slurm job id, its final state (from sacct) and the tail of its log if it
-fails. The waiter never imports torch; only the Slurm job (``TrainJob.__call__``) does. What it guards
-against:
+With ``executor: slurm`` each Snakemake train job (one run, or one pack of runs) is a *waiter*: it submits one
+Slurm job through submitit, watches it and fails with the Slurm job id, its final state (from sacct) and the
+tail of its log if it fails. The waiter never imports torch; only the Slurm job (``TrainJob.__call__``) does.
+What it guards against:
 
 - a job pending for a reason that can never clear (``PartitionConfig``, a resource no node of the partition
   has): one line naming what the partition lacks, and the job is cancelled;
@@ -283,30 +283,48 @@ class TrainJob:
 
     GRACE_S = 60
 
-    def __init__(self, spec_json: str, out: str, checkpoint: str | None, log_file: str | None = None,
-                 time_min: int | None = None, stopped_at: int | None = None):
+    def __init__(self, spec_json: str | list[str], out: str | list[str], checkpoint: str | None,
+                 log_file: str | None = None, time_min: int | None = None, stopped_at: int | None = None,
+                 name: str | None = None):
+        """One run (``spec_json`` and ``out`` strings) or a pack (lists, trained by eigsweep.pack.train_pack,
+        which checkpoints and resumes the whole pack; ``name``: the pack's id, for the logs)."""
         self.spec_json, self.out, self.checkpoint_path, self.log_file = spec_json, out, checkpoint, log_file
-        self.time_min, self.stopped_at = time_min, stopped_at
+        self.time_min, self.stopped_at, self.name = time_min, stopped_at, name
         self._trainer = None
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_trainer"}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, _trainer=None)
+        self.__dict__.update(dict(name=None), **state, _trainer=None)
+
+    @property
+    def is_pack(self) -> bool:
+        return isinstance(self.spec_json, list)
+
+    def label(self) -> str:
+        if self.name or self.is_pack:
+            return self.name or f"pack of {len(self.spec_json)}"
+        return RunSpec.from_json(self.spec_json).run_id
 
     def __call__(self) -> dict:
         setup_logging(self.log_file)
         from eigsweep.train import Preempted, train_run
 
-        spec = RunSpec.from_json(self.spec_json)
         job_id = os.environ.get("SLURM_JOB_ID", "?")
-        log.info("%s: Slurm job %s (restart %s) on %s", spec.run_id, job_id,
+        log.info("%s: Slurm job %s (restart %s) on %s", self.label(), job_id,
                  os.environ.get("SLURM_RESTART_COUNT", "0"), os.uname().nodename)
         state = {}
+        on_start = lambda trainer: self._defer_signal(trainer, state)   # noqa: E731
         try:
-            ds = train_run(spec, self.out, self.checkpoint_path,
-                           on_start=lambda trainer: self._defer_signal(trainer, state))
+            if self.is_pack:
+                from eigsweep.pack import train_pack
+
+                results = train_pack([RunSpec.from_json(s) for s in self.spec_json], self.out, self.checkpoint_path,
+                                     on_start=on_start)
+            else:
+                results = [train_run(RunSpec.from_json(self.spec_json), self.out, self.checkpoint_path,
+                                     on_start=on_start)]
         except Preempted as e:
             if "handler" not in state:
                 raise
@@ -314,14 +332,17 @@ class TrainJob:
             signal.alarm(0)
             state["handler"](state["signum"], None)   # submitit: checkpoint(), requeue, exit
             raise   # not reached: submitit exits, or raises if it refuses to requeue
-        return dict(run=spec.run_id, status=str(ds.status.values), steps_done=int(ds.steps_done.values))
+        summary = [dict(run=str(ds.run_id.values), status=str(ds.status.values), steps_done=int(ds.steps_done.values))
+                   for ds in results]
+        return dict(pack=self.name, runs=summary) if self.is_pack else summary[0]
 
     def _defer_signal(self, trainer, state: dict) -> None:
         from submitit.slurm.slurm import SlurmJobEnvironment
 
         self._trainer = trainer
         signum = getattr(signal, f"SIG{SlurmJobEnvironment.USR_SIG}")
-        handler = signal.getsignal(signum)
+        # submitit's handler; a pack of unpackable runs trains them one after another and calls this again
+        handler = state.get("handler") or signal.getsignal(signum)
         if not callable(handler):   # not under submitit (e.g. called directly): nothing to defer
             return
         state.update(handler=handler, signum=signum)
@@ -351,13 +372,13 @@ class TrainJob:
         if self.stopped_at is not None and (step is None or step <= self.stopped_at):
             log.warning("%s: no progress since the last requeue (still at step %s%s): slurm time_min=%s min is "
                         "too short for this run (the job is signalled 90 s before its limit); not requeueing - "
-                        "raise time_min", RunSpec.from_json(self.spec_json).run_id,
+                        "raise time_min", self.label(),
                         "training not started" if step is None else step,
                         "" if step is None else " after resuming", self.time_min)
             return None
         return submitit.helpers.DelayedSubmission(TrainJob(
             self.spec_json, self.out, self.checkpoint_path, self.log_file, self.time_min,
-            stopped_at=step if step is not None else -1))
+            stopped_at=step if step is not None else -1, name=self.name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,9 +474,11 @@ def final_state(job_id: str, retry_s: float, wait_s: float = 30) -> str:
         time.sleep(1)
 
 
-def run_slurm(spec_json: str, out: str | Path, checkpoint: str | Path | None, log_file: str | Path | None,
-              resources: dict, folder: str | Path | None = None) -> dict:
-    """Submit one run to Slurm through submitit and wait for it (the waiter side; no torch here).
+def run_slurm(spec_json: str | list[str], out: str | Path | list, checkpoint: str | Path | None,
+              log_file: str | Path | None, resources: dict, folder: str | Path | None = None,
+              name: str | None = None) -> dict:
+    """Submit one run, or one pack (lists of specs and result files, ``name`` its id), to Slurm through
+    submitit as ONE job and wait for it (the waiter side; no torch here).
 
     ``resources``: a sweep's resolved Slurm resources (partition, gpus, cpus, mem_gb, time_min, account, qos,
     constraint, extra, max_requeues, and ``retry_s``; defaults in eigsweep.config.Slurm). Interrupting the waiter
@@ -464,13 +487,15 @@ def run_slurm(spec_json: str, out: str | Path, checkpoint: str | Path | None, lo
     import submitit
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
-    spec = RunSpec.from_json(spec_json)
-    run = spec.run_id
+    pack = not isinstance(spec_json, str)
+    spec = RunSpec.from_json(spec_json[0] if pack else spec_json)
+    run = name or (f"pack-{spec.run_id}" if pack else spec.run_id)
     retry_s = float(resources.get("retry_s", DEFAULT_SLURM["retry_s"]))
-    out = Path(out).resolve()
+    outs = [Path(o).resolve() for o in (out if pack else [out])]
     log_file = Path(log_file).resolve() if log_file else None
-    folder = Path(folder) if folder else (log_file.parent if log_file else out.parent.parent / "logs") / "slurm" / run
-    folder = folder.resolve()
+    if not folder:
+        folder = (log_file.parent if log_file else outs[0].parent.parent / "logs") / "slurm" / run
+    folder = Path(folder).resolve()
     setup_logging(log_file)
 
     class Executor(submitit.SlurmExecutor):
@@ -479,8 +504,9 @@ def run_slurm(spec_json: str, out: str | Path, checkpoint: str | Path | None, lo
 
     executor = Executor(folder=folder, max_num_timeout=int(resources["max_requeues"]))
     executor.update_parameters(**slurm_parameters(resources, f"eigsweep-{spec.sweep}-{run}"))
-    job_fn = TrainJob(spec_json, str(out), str(Path(checkpoint).resolve()) if checkpoint else None,
-                      str(log_file) if log_file else None, time_min=int(resources["time_min"]))
+    job_fn = TrainJob(list(spec_json) if pack else spec_json, [str(o) for o in outs] if pack else str(outs[0]),
+                      str(Path(checkpoint).resolve()) if checkpoint else None, str(log_file) if log_file else None,
+                      time_min=int(resources["time_min"]), name=name if pack else None)
 
     holder: dict = {}
     done = threading.Event()

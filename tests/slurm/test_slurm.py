@@ -342,3 +342,41 @@ def test_demo_runs_under_the_profile_on_the_test_cluster(tmp_path):
     summary = xr.load_dataset(tmp_path / "results/demo/summary.nc")
     assert summary.sizes["run"] == 6 and set(summary.status.values.astype(str)) <= {"ok", "diverged"}
     assert (tmp_path / "results/demo/figures").is_dir() and any((tmp_path / "results/demo/figures").iterdir())
+
+
+def test_a_pack_is_one_slurm_job_that_checkpoints_and_resumes_as_a_whole(tmp_path):
+    """`pack: 2`: the sweep's two runs are one Snakemake job and ONE Slurm job; the preemption signal to its
+    batch shell checkpoints the whole pack at the next step boundary and requeues it; the resumed pack's
+    files equal an uninterrupted local pack's."""
+    sweep = f"pack_{TOKEN}"
+    config = tiny_config({sweep: dict(arch=["softmax"], seed=[0, 1], pack=2,
+                                      train=dict(steps=2000, eval_every=500, checkpoint_every=100))})
+    wd = workdir(tmp_path / "slurm_run", config)
+    proc = popen_snakemake(wd, f"results/{sweep}/summary.nc")
+    ckpt = wd / f"results/{sweep}/checkpoints/softmax-tiny-pack0.pt"
+    deadline = time.time() + 180
+    while not ckpt.exists():
+        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.2)
+    ((jid, name, _),) = slurm_jobs(sweep)
+    assert name == f"eigsweep-{sweep}-softmax-tiny-pack0"
+    subprocess.run(["scancel", "--signal=USR2", "--batch", jid], check=True)
+
+    stop = threading.Event()
+
+    def release():   # while the reference runs
+        while not stop.wait(1):
+            start_requeued_now(sweep)
+    threading.Thread(target=release, daemon=True).start()
+    local = workdir(tmp_path / "local_run", config)   # the uninterrupted reference
+    snakemake(local, f"results/{sweep}/summary.nc", profile=False)
+    try:
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        stop.set()
+    assert proc.returncode == 0, out[-4000:]
+    assert_same_results(run_files(wd, sweep), run_files(local, sweep))
+    assert [s for _, _, s in wait_for_jobs(sweep, 1)] == ["COMPLETED"]   # requeued in place: one job
+    log = (wd / f"results/{sweep}/logs/softmax-tiny-pack0.log").read_text()
+    assert "checkpointing at the next step boundary" in log and "resumed pack" in log, log[-3000:]
+    assert not ckpt.exists()

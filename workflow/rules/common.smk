@@ -2,17 +2,22 @@
 import os
 import time
 
-from eigsweep.config import all_runs
+from eigsweep.config import all_runs, pack_size
 from eigsweep.tasks import check_task_data
 from eigsweep.jobs import write_jobs_file
+from eigsweep.packs import group_packs
 
 RESULTS = config.get("results_dir", "results")
 RUNS = all_runs(config)
 # each spec serialised once: the train rule's rerun-trigger param and the jobs file share it
 SPEC_JSON = {sweep: {r.run_id: r.to_json() for r in runs} for sweep, runs in RUNS.items()}
-# Specs and resources of every run, resolved from this invocation's config, for the train jobs to read, in a
-# content-addressed file that no other invocation can change (eigsweep/jobs.py).
-JOBS_FILE = write_jobs_file(SPEC_JSON, config)
+# Packs (config key `pack`, per sweep): {sweep: {pack id: [run ids]}} for each sweep of pack size > 1; each
+# pack is one job (rules train_pack_*, train.smk). Same config, same packs (eigsweep.packs.group_packs).
+PACKS = {sweep: {pid: [r.run_id for r in p] for pid, p in group_packs(runs, pack_size(config, sweep)).items()}
+         for sweep, runs in RUNS.items() if pack_size(config, sweep) > 1}
+# Specs and resources of every run (and the packs), resolved from this invocation's config, for the train jobs
+# to read, in a content-addressed file that no other invocation can change (eigsweep/jobs.py).
+JOBS_FILE = write_jobs_file(SPEC_JSON, config, packs=PACKS)
 
 
 def run_file(sweep, run):
