@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from eigsweep.config import DEFAULT_SLURM, RunSpec
+from eigsweep.jobs import setup_logging
 
 log = logging.getLogger("eigsweep.slurm")
 
@@ -52,14 +53,6 @@ SNAKEMAKE_STOPPING = ("Will exit after finishing currently running jobs", "Termi
 # PreemptMode=REQUEUE a preempted job is requeued)
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
                 "DEADLINE", "REVOKED", "SPECIAL_EXIT"}
-
-
-def setup_logging(log_file: str | Path | None) -> None:
-    handlers = [logging.StreamHandler()]
-    if log_file:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="a"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers, force=True)
 
 
 # ---------------------------------------------------------------------------------------------
