@@ -63,3 +63,15 @@ def test_spectrum_runs_drop_diverged_and_duplicates():
             run("deltanet", "none", status="diverged"), run("deltanet", "none", lr=1e-2, acc=0.3)]
     ds = selection.spectrum_runs(summary(runs))
     assert ds.run.values.tolist() == ["softmax-t-none-s0-lr1.00e-03", "deltanet-t-none-s0-lr1.00e-02"]
+
+
+def test_informative_view_covers_the_sign_of_structural_models():
+    """The share of λ < 0 of a DeltaNet-family run is its informative eigenvalue's, never the full spectrum's
+    (whose d_k − 1 structural eigenvalues α > 0 dilute it)."""
+    ds = summary([run("deltanet", informative=0.8), run("softmax")])
+    shape = (ds.sizes["run"], ds.sizes["stage"])
+    ds["negative_fraction"] = (("run", "stage"), np.full(shape, 0.02))
+    ds["informative_negative_fraction"] = (("run", "stage"), np.where(ds.arch.values[:, None] == "deltanet", 0.6, np.nan)
+                                           * np.ones(shape))
+    view = selection.informative_view(ds)
+    np.testing.assert_allclose(view.negative_fraction.values[:, 0], [0.6, 0.02])

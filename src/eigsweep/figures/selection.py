@@ -26,7 +26,7 @@ MIXER_KEYS = frozenset().union(*(info.model_keys for info in registry.MIXERS.val
 # full-spectrum variable -> its informative counterpart (DeltaNet family: one eigenvalue per token and head)
 INFORMATIVE = {"bin_fraction": "informative_bin_fraction", "bin_fraction_std": "informative_bin_fraction_std",
                "phase_fraction": "informative_phase_fraction", "phase_fraction_std": "informative_phase_fraction_std",
-               "fine_count": "informative_fine_count"}
+               "fine_count": "informative_fine_count", "negative_fraction": "informative_negative_fraction"}
 VIEW_FULL, VIEW_INFORMATIVE, VIEW_ABSENT = "full", "informative", "full (informative view absent)"
 ABSENT_NOTE = "full spectrum: informative view not in these results"
 
