@@ -55,8 +55,7 @@ def make_family(family: str, summary, outdir, expected=None, options=None, table
     made = []
     for name in catalog.FAMILIES[family]:
         fig = build(name, ds, options, corr)
-        style.footnote(fig, " ".join(fig.notes), y=0.0)
-        style.missing_note(fig, missing, y=-0.03 * (1 + len(" ".join(fig.notes)) // 160) if fig.notes else 0.0)
+        style.missing_note(fig, missing, below_lines=style.footnote(fig, " ".join(fig.notes)))
         style.save(fig, outdir / name)
         made.append(outdir / f"{name}.png")
     return made

@@ -14,7 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as mticker  # noqa: E402
+import matplotlib.ticker as mticker
+import matplotlib.transforms as mtransforms  # noqa: E402
 import numpy as np  # noqa: E402
 from seaborn.external import husl  # noqa: E402
 
@@ -170,18 +171,28 @@ def log_axis(axis, numticks: int = 6) -> None:
     axis.set_minor_formatter(mticker.NullFormatter())
 
 
-def missing_note(fig, missing: list[str], y: float = 0.0) -> None:
-    """Name the missing runs under the figure (figures built from existing results only)."""
+def missing_note(fig, missing: list[str], below_lines: int = 0) -> None:
+    """Name the missing runs under the figure (figures built from existing results only), below
+    ``below_lines`` lines of footnote (an offset in points, so the two never overlap whatever the figure size)."""
     if not missing:
         return
     shown = ", ".join(missing[:6]) + (f", … (+{len(missing) - 6} more)" if len(missing) > 6 else "")
     text = f"Missing runs (no result file, not shown): {shown}"
-    fig.text(0.01, y, "\n".join(textwrap.wrap(text, 150)), fontsize=7, color="firebrick", ha="left", va="top")
+    where = mtransforms.offset_copy(fig.transFigure, fig=fig, y=-FOOTNOTE_LINE_PT * below_lines, units="points")
+    fig.text(0.01, 0.0, "\n".join(textwrap.wrap(text, 150)), fontsize=7, color="firebrick", ha="left", va="top",
+             transform=where)
 
 
-def footnote(fig, text: str, y: float = 0.0) -> None:
-    if text:
-        fig.text(0.01, y, "\n".join(textwrap.wrap(text, 160)), fontsize=7, color="0.3", ha="left", va="top")
+FOOTNOTE_LINE_PT = 9.5   # height of one line of 7-point footnote text
+
+
+def footnote(fig, text: str) -> int:
+    """Write ``text`` under the figure; returns how many lines it took."""
+    if not text:
+        return 0
+    lines = textwrap.wrap(text, 160)
+    fig.text(0.01, 0.0, "\n".join(lines), fontsize=7, color="0.3", ha="left", va="top")
+    return len(lines)
 
 
 def save(fig, path: Path) -> None:
