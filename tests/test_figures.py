@@ -221,3 +221,15 @@ def catalog_code_changes_with_the_code():
     from eigsweep.figures import catalog
 
     return len(catalog.code_version()) == 12
+
+
+def test_training_dynamics_shows_the_informative_eigenvalue_when_stored():
+    ds = summary([run("deltanet", seed=s, near0=0.05, informative=0.6) for s in (0, 1)])
+    assert "full spectrum: informative view not in these results" in texts(draw.build("training_dynamics", ds))
+    inf = ds.bin_fraction_during.copy(data=np.zeros_like(ds.bin_fraction_during.values))
+    inf[..., 0] = 0.6                                          # 60% of the informative eigenvalues in [0, 0.1]
+    ds["informative_bin_fraction_during"] = inf
+    fig = draw.build("training_dynamics", ds)
+    assert "deltanet: informative eigenvalue only" in texts(fig)
+    near0 = [line.get_ydata() for line in fig.axes[0].get_lines() if len(line.get_ydata()) == 3]
+    np.testing.assert_allclose(near0[0], [60, 60, 60])          # the informative share, not the full 5%

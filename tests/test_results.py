@@ -4,6 +4,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -164,3 +165,17 @@ def test_a_run_whose_loss_rose_far_above_its_start_is_unstable_not_ok():
     trainer.curve["train_loss"] = [2.0, 2.0, 5.0, 6.0]
     ds = trainer.result()
     assert str(ds.status.values) == "unstable" and float(ds.loss_rise) == 3.0
+
+
+def test_structural_models_keep_their_informative_spectrum_during_training(tmp_path):
+    """DeltaNet-family result files carry the informative eigenvalue's bins at the checkpoint steps too (the
+    training-dynamics figure shows them); other models do not."""
+    ds = train_run(tiny_spec("deltanet", steps=8), tmp_path / "d.nc")
+    during = ds.informative_bin_fraction_during
+    assert during.dims == ("spectrum_step", "layer", "head", "bin") and during.spectrum_step.values.tolist() == [0, 4, 8]
+    xr.testing.assert_allclose(during.sel(spectrum_step=8, drop=True),
+                               ds.informative_bin_fraction.sel(stage="trained", drop=True))
+    xr.testing.assert_allclose(during.sel(spectrum_step=0, drop=True),
+                               ds.informative_bin_fraction.sel(stage="init", drop=True))
+    assert not np.allclose(during.values, ds.bin_fraction_during.values)
+    assert "informative_bin_fraction_during" not in train_run(tiny_spec("softmax", steps=4), tmp_path / "s.nc")

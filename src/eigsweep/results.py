@@ -145,9 +145,10 @@ def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Datas
     spectra = xr.concat(list(stages.values()), dim="stage", coords="minimal", compat="override",
                         join="outer").assign_coords(stage=list(stages))
     steps = sorted(during)
-    # during training: per-head bins, and the fine histogram pooled over heads (kept small)
-    dyn = xr.concat([during[s][["bin_fraction", "bin_fraction_std"]].assign(fine_count=during[s].fine_count.sum("head"))
-                     for s in steps],
+    # during training: per-head bins (and the informative eigenvalue's, for structural models), and the fine
+    # histogram pooled over heads (kept small)
+    kept = ["bin_fraction", "bin_fraction_std"] + [v for v in ("informative_bin_fraction",) if v in during[steps[0]]]
+    dyn = xr.concat([during[s][kept].assign(fine_count=during[s].fine_count.sum("head")) for s in steps],
                     dim="spectrum_step", coords="minimal", compat="override", join="outer")
     dyn = dyn.rename({v: f"{v}_during" for v in dyn.data_vars}).assign_coords(spectrum_step=steps)
     ds = xr.merge([spectra, dyn], compat="override", join="outer")

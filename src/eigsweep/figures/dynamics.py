@@ -25,9 +25,17 @@ def _share(runs, name):
 
 
 def _view_note(sub) -> str:
-    """The spectra during training are the full ones (result files keep no informative view of them)."""
-    structural = [a for a in selection.unique(sub.arch.values) if a in registry.MIXERS and registry.MIXERS[a].structural]
-    return f"{', '.join(structural)}: {selection.ABSENT_NOTE}" if structural else ""
+    """Which spectrum the structural (DeltaNet-family) runs show during training: their informative eigenvalue
+    where the result files keep it (informative_bin_fraction_during), else the full one, said on the panel."""
+    notes = []
+    for arch in selection.unique(sub.arch.values):
+        if not (arch in registry.MIXERS and registry.MIXERS[arch].structural):
+            continue
+        runs = where(sub, arch=arch)
+        v = runs.get("informative_bin_fraction_during")
+        has = v is not None and bool(v.notnull().any([d for d in v.dims if d != "run"]).all())
+        notes.append(f"{arch}: informative eigenvalue only" if has else f"{arch}: {selection.ABSENT_NOTE}")
+    return "; ".join(notes)
 
 
 def training_dynamics(ds, options=None, **_):

@@ -26,7 +26,8 @@ MIXER_KEYS = frozenset().union(*(info.model_keys for info in registry.MIXERS.val
 # full-spectrum variable -> its informative counterpart (DeltaNet family: one eigenvalue per token and head)
 INFORMATIVE = {"bin_fraction": "informative_bin_fraction", "bin_fraction_std": "informative_bin_fraction_std",
                "phase_fraction": "informative_phase_fraction", "phase_fraction_std": "informative_phase_fraction_std",
-               "fine_count": "informative_fine_count", "negative_fraction": "informative_negative_fraction"}
+               "fine_count": "informative_fine_count", "negative_fraction": "informative_negative_fraction",
+               "bin_fraction_during": "informative_bin_fraction_during"}
 VIEW_FULL, VIEW_INFORMATIVE, VIEW_ABSENT = "full", "informative", "full (informative view absent)"
 ABSENT_NOTE = "full spectrum: informative view not in these results"
 
@@ -143,10 +144,12 @@ def informative_view(ds: xr.Dataset) -> xr.Dataset:
         has = np.zeros(ds.sizes["run"], dtype=bool)
     use = structural & has
     out = ds.copy()
-    mask = xr.DataArray(use, dims="run", coords={"run": ds.run})
     for full, informative in INFORMATIVE.items():
-        if informative in ds and full in ds:
-            out[full] = xr.where(mask, ds[informative], ds[full]).transpose(*ds[full].dims)
+        if informative in ds and full in ds:   # per variable: older files may lack some informative variables
+            v = ds[informative]
+            mask = xr.DataArray(structural & v.notnull().any([d for d in v.dims if d != "run"]).values, dims="run",
+                                coords={"run": ds.run})
+            out[full] = xr.where(mask, v, ds[full]).transpose(*ds[full].dims)
     view = np.where(~structural, VIEW_FULL, np.where(use, VIEW_INFORMATIVE, VIEW_ABSENT))
     return out.assign_coords(spectrum_view=("run", view.astype(str)))
 
