@@ -76,6 +76,16 @@ def slurm_jobs(sweep: str) -> list[tuple[str, str, str]]:
     return [r for r in rows if r[1].startswith(f"eigsweep-{sweep}-")]
 
 
+def listed_jobs(sweep: str, n: int, timeout: float = 60) -> list[tuple[str, str, str]]:
+    """slurm_jobs once sacct lists n jobs of the sweep in any state (it learns of a job a little after the
+    controller, more so on a loaded machine)."""
+    deadline = time.time() + timeout
+    while len(jobs := slurm_jobs(sweep)) < n:
+        assert time.time() < deadline, f"sacct lists {len(jobs)} of {n} jobs of {sweep}"
+        time.sleep(0.5)
+    return jobs
+
+
 def wait_for_jobs(sweep: str, n: int, timeout: float = 30) -> list[tuple[str, str, str]]:
     """slurm_jobs once sacct (which learns of jobs a little after the controller) lists n final ones."""
     deadline = time.time() + timeout
@@ -124,7 +134,7 @@ def test_sweep_on_slurm_matches_local_and_rerun_submits_nothing(tmp_path):
     config = tiny_config({sweep: dict(arch=["softmax", "linear", "mamba2"])})
     wd = workdir(tmp_path / "slurm_run", config)
     out = snakemake(wd, sweep)
-    jobs = slurm_jobs(sweep)
+    jobs = wait_for_jobs(sweep, 3)
     assert len(jobs) == 3 and {s for _, _, s in jobs} == {"COMPLETED"}, jobs   # one Slurm job per run
     assert (wd / f"results/{sweep}/summary.nc").exists()
     assert "submitted Slurm job" in (wd / f"results/{sweep}/logs/softmax-tiny-none-s0-lr3.00e-03.log").read_text()
@@ -173,7 +183,7 @@ def test_requeued_and_preempted_runs_resume_from_checkpoint(tmp_path):
     while not all(c.exists() for c in ckpts.values()):
         assert time.time() < deadline and proc.poll() is None, "training did not start"
         time.sleep(0.2)
-    jobs = {name.split("-")[2]: jid for jid, name, _ in slurm_jobs(sweep)}
+    jobs = {name.split("-")[2]: jid for jid, name, _ in listed_jobs(sweep, 2)}
     subprocess.run(["scontrol", "requeue", jobs["softmax"]], check=True)
     subprocess.run(["scancel", "--signal=USR2", "--batch", jobs["linear"]], check=True)
 
@@ -359,10 +369,7 @@ def test_a_pack_is_one_slurm_job_that_checkpoints_and_resumes_as_a_whole(tmp_pat
     while not ckpt.exists():
         assert time.time() < deadline and proc.poll() is None, "training did not start"
         time.sleep(0.2)
-    while not slurm_jobs(sweep):   # sacct learns of a job a little after the controller
-        assert time.time() < deadline, "no Slurm job of the pack in sacct"
-        time.sleep(0.5)
-    ((jid, name, _),) = slurm_jobs(sweep)
+    ((jid, name, _),) = listed_jobs(sweep, 1)
     assert name == f"eigsweep-{sweep}-softmax-tiny-pack0"
     subprocess.run(["scancel", "--signal=USR2", "--batch", jid], check=True)
 
