@@ -239,21 +239,6 @@ def test_no_requeue_without_progress_names_time_min(tmp_path, caplog):
     assert TrainJob(spec.to_json(), "o.nc", None, stopped_at=-1).checkpoint() is None
 
 
-@pytest.fixture
-def fake_submitit_handler():
-    """Stands in for submitit's SIGUSR2 handler in a Slurm job: call checkpoint(), 'requeue', exit."""
-    calls = []
-
-    def handler(signum, frame):
-        calls.append(dict(frame=frame, delayed=handler.job.checkpoint()))
-        raise SystemExit(-1)
-    old = signal.signal(signal.SIGUSR2, handler)
-    yield handler, calls
-    signal.signal(signal.SIGUSR2, old)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signal.alarm(0)
-
-
 def signal_mid_step(monkeypatch, at_call: int, then=None):
     """Deliver SIGUSR2 in the middle of a training step (inside the loss computation of call ``at_call``)."""
     real, calls = train_mod.loss_fn, {"n": 0}

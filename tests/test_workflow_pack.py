@@ -118,23 +118,6 @@ def test_unpacked_sweeps_keep_the_train_rule(tmp_path):
     assert dry.count("rule train:") == 3 and dry.count("rule train_pack_other_0:") == 1
 
 
-@pytest.fixture
-def fake_submitit_handler():
-    """Stands in for submitit's SIGUSR2 handler in a Slurm job: call checkpoint(), 'requeue', exit."""
-    import signal
-
-    calls = []
-
-    def handler(signum, frame):
-        calls.append(dict(frame=frame, delayed=handler.job.checkpoint()))
-        raise SystemExit(-1)
-    old = signal.signal(signal.SIGUSR2, handler)
-    yield handler, calls
-    signal.signal(signal.SIGUSR2, old)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signal.alarm(0)
-
-
 def test_slurm_job_of_a_pack_checkpoints_the_whole_pack_and_resumes_it_exactly(tmp_path, monkeypatch,
                                                                                 fake_submitit_handler):
     """The Slurm job of a pack (TrainJob of a list of specs) honours the preemption protocol: the signal sets
