@@ -143,7 +143,7 @@ def test_logits_at_labelled_positions_give_the_same_loss_and_accuracy():
     spec = tiny_spec()
     t = Trainer(spec, dtype=torch.float64)
     x, y = t.data.train_x[:8], t.data.train_y[:8]
-    pos, lab = train_mod.labelled_positions(t.data.train_y, t.data.train_x)
+    pos, lab = train_mod.labelled_positions(t.data.train_y)
     assert pos.shape[1] == 2 and (lab != -100).all()          # MQAR tiny: 2 queries per sequence
     full = train_mod.loss_fn(t.model(x), y)
     gathered = train_mod.loss_fn(t.model(x, pos[:8]), lab[:8])

@@ -26,7 +26,7 @@ from eigsweep.jobs import load_checkpoint_or_none, save_checkpoint
 from eigsweep.packs import pack_key
 from eigsweep.results import build_result, write_atomic
 from eigsweep.train import (BatchOrder, Preempted, TaskTensors, autocast, compile_requested, eval_result,
-                            eval_sums, loss_fn, lr_factor, nan_like, new_model, no_decay_names, resolve_device,
+                            eval_sums, loss_fn, lr_factor, nan_like, new_model, no_decay_names, setup_device,
                             train_run)
 
 log = logging.getLogger("eigsweep.pack")
@@ -114,12 +114,7 @@ class Pack:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.stop_requested = False
         tc = self.tc = specs[0].train
-        if tc.threads > 0:
-            torch.set_num_threads(tc.threads)
-        self.device = resolve_device(tc.device)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        self.device = setup_device(tc)
         self.tensors = TaskTensors(specs[0], self.device, dtype)
         models = [new_model(s, self.tensors.data, self.device, dtype) for s in specs]
         self.solo = models[0]                       # member parameters are loaded into it to measure spectra

@@ -43,6 +43,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def setup_device(tc) -> torch.device:
+    """The device of a run's (or pack's) train settings, with its CPU threads and TF32 matmuls on CUDA set."""
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    device = resolve_device(tc.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
 def compile_requested(compile: bool | None) -> bool:
     return os.environ.get("EIGSWEEP_COMPILE", "0") not in ("", "0") if compile is None else compile
 
@@ -83,7 +94,7 @@ class BatchOrder:
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def labelled_positions(y: torch.Tensor, x: torch.Tensor):
+def labelled_positions(y: torch.Tensor):
     """Token targets (N, L) → (positions (N, K), labels (N, K)): the K = max labelled-per-row positions of
     each row (unlabelled fill positions carry −100), so the head sees K positions instead of L. Sequence
     targets (N,), and token targets labelled at over half the positions → (None, y)."""
@@ -97,11 +108,14 @@ def labelled_positions(y: torch.Tensor, x: torch.Tensor):
     return positions, y.gather(1, positions)
 
 
-def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def flat_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(…, classes) → (N, classes), half-precision logits in float32 for the cross-entropy."""
     logits = logits.reshape(-1, logits.shape[-1])
-    if logits.dtype in (torch.bfloat16, torch.float16):
-        logits = logits.float()
-    return F.cross_entropy(logits, y.reshape(-1), ignore_index=-100)
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(flat_logits(logits), y.reshape(-1), ignore_index=-100)
 
 
 def autocast(device: torch.device):
@@ -110,9 +124,7 @@ def autocast(device: torch.device):
 
 def eval_sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(summed loss, correct, labelled count) of one batch, as one tensor (no host synchronisation)."""
-    logits = logits.reshape(-1, logits.shape[-1])
-    logits = logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
-    y = y.reshape(-1)
+    logits, y = flat_logits(logits), y.reshape(-1)
     mask = y != -100
     loss = F.cross_entropy(logits, y, ignore_index=-100, reduction="sum")
     return torch.stack([loss, ((logits.argmax(-1) == y) & mask).sum().to(loss.dtype), mask.sum().to(loss.dtype)])
@@ -148,11 +160,11 @@ class TaskTensors:
         fix = (lambda t: t.to(dtype) if dtype is not None and t.is_floating_point() else t)
         n_test = min(len(d.test_x), spec.eval.max_test_examples)
         self.train_x = fix(d.train_x).to(device)
-        self.train_pos, self.train_y = labelled_positions(d.train_y, d.train_x)
+        self.train_pos, self.train_y = labelled_positions(d.train_y)
         self.train_pos = None if self.train_pos is None else self.train_pos.to(device)
         self.train_y = self.train_y.to(device)
         self.test_x = fix(d.test_x[:n_test]).to(device)
-        self.test_pos, self.test_y = labelled_positions(d.test_y[:n_test], d.test_x[:n_test])
+        self.test_pos, self.test_y = labelled_positions(d.test_y[:n_test])
         self.test_pos = None if self.test_pos is None else self.test_pos.to(device)
         self.test_y = self.test_y.to(device)
         self.eval_batch = fix(d.test_x[: spec.eval.n_samples])          # fixed batch for the spectra
@@ -184,12 +196,7 @@ class Trainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.stop_requested = False
         tc = spec.train
-        if tc.threads > 0:
-            torch.set_num_threads(tc.threads)
-        self.device = resolve_device(tc.device)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        self.device = setup_device(tc)
         self.tensors = TaskTensors(spec, self.device, dtype)
         self.data = self.tensors.data
         self.eval_batch = self.tensors.eval_batch
