@@ -1,8 +1,16 @@
 import re as _re
 
-# The sweeps whose runs the train rule makes: every sweep when none is packed (the global constraint).
-UNPACKED_SWEEPS = ("(?:" + "|".join(_re.escape(s) for s in config["sweeps"] if s not in PACKS) + ")"
-                   if PACKS else "[A-Za-z0-9_]+") if set(config["sweeps"]) - set(PACKS) else "(?!)"
+
+def _unpacked_sweeps() -> str:
+    """The sweeps whose runs the train rule makes, as a wildcard pattern: every sweep when none is packed,
+    none ("(?!)" never matches) when all are."""
+    if not PACKS:
+        return "[A-Za-z0-9_]+"
+    unpacked = [_re.escape(s) for s in config["sweeps"] if s not in PACKS]
+    return "(?:" + "|".join(unpacked) + ")" if unpacked else "(?!)"
+
+
+UNPACKED_SWEEPS = _unpacked_sweeps()
 
 
 rule train:
