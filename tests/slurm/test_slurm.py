@@ -111,6 +111,25 @@ def start_requeued_now(sweep: str) -> None:
             subprocess.run(["scontrol", "update", f"JobId={jid}", "StartTime=now"], capture_output=True)
 
 
+def finish_beside_local_reference(proc, wd: Path, local_dir: Path, sweep: str, config: dict) -> None:
+    """Train the uninterrupted local reference while the Slurm run ``proc`` finishes (its requeued jobs started
+    at once, not after Slurm's ~2 min hold); both succeed with the same results."""
+    stop = threading.Event()
+
+    def release():
+        while not stop.wait(1):
+            start_requeued_now(sweep)
+    threading.Thread(target=release, daemon=True).start()
+    local = workdir(local_dir, config)
+    snakemake(local, f"results/{sweep}/summary.nc", profile=False)
+    try:
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        stop.set()
+    assert proc.returncode == 0, out[-4000:]
+    assert_same_results(run_files(wd, sweep), run_files(local, sweep))
+
+
 def popen_snakemake(cwd: Path, *args, **kw):
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--profile", "slurm", *args]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -187,20 +206,7 @@ def test_requeued_and_preempted_runs_resume_from_checkpoint(tmp_path):
     subprocess.run(["scontrol", "requeue", jobs["softmax"]], check=True)
     subprocess.run(["scancel", "--signal=USR2", "--batch", jobs["linear"]], check=True)
 
-    stop = threading.Event()
-
-    def release():   # while the reference runs
-        while not stop.wait(1):
-            start_requeued_now(sweep)
-    threading.Thread(target=release, daemon=True).start()
-    local = workdir(tmp_path / "local_run", config)   # the uninterrupted reference
-    snakemake(local, f"results/{sweep}/summary.nc", profile=False)
-    try:
-        out, _ = proc.communicate(timeout=400)
-    finally:
-        stop.set()
-    assert proc.returncode == 0, out[-4000:]
-    assert_same_results(run_files(wd, sweep), run_files(local, sweep))
+    finish_beside_local_reference(proc, wd, tmp_path / "local_run", sweep, config)
     assert len(slurm_jobs(sweep)) == 2   # requeued in place: still one Slurm job per run
     assert {s for _, _, s in wait_for_jobs(sweep, 2)} == {"COMPLETED"}   # not FAILED
     for arch in ("softmax", "linear"):
@@ -373,20 +379,7 @@ def test_a_pack_is_one_slurm_job_that_checkpoints_and_resumes_as_a_whole(tmp_pat
     assert name == f"eigsweep-{sweep}-softmax-tiny-pack0"
     subprocess.run(["scancel", "--signal=USR2", "--batch", jid], check=True)
 
-    stop = threading.Event()
-
-    def release():   # while the reference runs
-        while not stop.wait(1):
-            start_requeued_now(sweep)
-    threading.Thread(target=release, daemon=True).start()
-    local = workdir(tmp_path / "local_run", config)   # the uninterrupted reference
-    snakemake(local, f"results/{sweep}/summary.nc", profile=False)
-    try:
-        out, _ = proc.communicate(timeout=400)
-    finally:
-        stop.set()
-    assert proc.returncode == 0, out[-4000:]
-    assert_same_results(run_files(wd, sweep), run_files(local, sweep))
+    finish_beside_local_reference(proc, wd, tmp_path / "local_run", sweep, config)
     assert [s for _, _, s in wait_for_jobs(sweep, 1)] == ["COMPLETED"]   # requeued in place: one job
     log = (wd / f"results/{sweep}/logs/softmax-tiny-pack0.log").read_text()
     assert "checkpointing at the next step boundary" in log and "resumed pack" in log, log[-3000:]
