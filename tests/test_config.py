@@ -46,9 +46,26 @@ def test_modification_is_expanded_only_for_architectures_it_applies_to(config):
 
 
 def test_lr_by_arch_replaces_lr(config):
-    runs = sweep_runs(config, "mqar_paper")
-    lrs = {r.arch: r.lr for r in runs}
-    assert lrs == {"softmax": 4.64e-4, "linear": 1e-2, "mamba2": 1e-2}
+    config = copy.deepcopy(config)
+    config["sweeps"]["x"] = dict(arch=["softmax", "linear", "mamba2"], task=["mqar_demo"], lr=[3e-3],
+                                 lr_by_arch={"linear": [1e-2, 2e-2]})
+    lrs = sorted((r.arch, r.lr) for r in sweep_runs(config, "x"))
+    assert lrs == [("linear", 1e-2), ("linear", 2e-2), ("mamba2", 3e-3), ("softmax", 3e-3)]
+
+
+def test_model_by_arch_overrides_model_for_that_architecture_and_modifications_still_win(config):
+    config = copy.deepcopy(config)
+    config["sweeps"]["x"] = dict(arch=["softmax", "mamba2"], task=["mqar_demo"], modification=["none", "depth1"],
+                                 model={"d_model": 32, "n_layers": 3},
+                                 model_by_arch={"softmax": {"pos_embedding": "learned", "n_layers": 4}})
+    got = {(r.arch, r.modification): (r.model.pos_embedding, r.model.n_layers, r.model.d_model)
+           for r in sweep_runs(config, "x")}
+    assert got == {("softmax", "none"): ("learned", 4, 32), ("softmax", "depth1"): ("learned", 1, 32),
+                   ("mamba2", "none"): ("none", 3, 32), ("mamba2", "depth1"): ("none", 1, 32)}
+    # the paper's MQAR grid: positional embeddings for the attention mixers only
+    paper = {r.arch: r.model.pos_embedding for r in sweep_runs(load_config(ROOT / "config.yaml"), "mqar_paper")}
+    assert paper == {"softmax": "learned", "linear": "learned", "norm": "learned", "mamba2": "none", "s4": "none",
+                     "lru": "none"}
 
 
 def test_run_ids_are_readable_and_stable_across_unrelated_edits(config):

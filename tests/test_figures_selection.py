@@ -22,6 +22,20 @@ def test_best_lr_is_the_best_mean_over_seeds_and_diverged_counts_as_zero():
         selection.accuracy_var({"accuracy": "mean"})
 
 
+def test_best_lr_is_chosen_on_the_validation_split_when_the_runs_have_one():
+    runs = [run("softmax", lr=1e-3, seed=s, acc=0.9) for s in (0, 1)] + \
+           [run("softmax", lr=1e-2, seed=s, acc=0.5) for s in (0, 1)]
+    ds = summary(runs)
+    assert {float(lr) for lr in selection.best_lr_runs(ds).lr.values} == {1e-3}     # on test
+    assert "test accuracy" in selection.lr_note(ds) and "no validation split" in selection.lr_note(ds)
+    ds["final_val_acc"] = ("run", np.array([0.2, 0.3, 0.8, 0.7]))                   # validation prefers 1e-2
+    assert {float(lr) for lr in selection.best_lr_runs(ds).lr.values} == {1e-2}
+    assert "validation accuracy" in selection.lr_note(ds)
+    ds["final_val_acc"] = ("run", np.array([0.2, np.nan, 0.8, 0.7]))               # one run without: test decides
+    assert {float(lr) for lr in selection.best_lr_runs(ds).lr.values} == {1e-3}
+    assert selection.lr_note(summary([run("softmax", lr=1e-3, seed=s) for s in (0, 1)])) == ""   # one lr
+
+
 def test_baseline_modification_and_order():
     ds = summary([run("softmax", "gate"), run("mamba2", "none"), run("linear", "conv_qk")])
     assert selection.baseline_modification(ds) == "none"

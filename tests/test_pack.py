@@ -92,6 +92,21 @@ def test_nan_member_leaves_the_others_unchanged(tmp_path):
     assert np.isnan(packed[1].bin_fraction.sel(stage="trained")).all()
 
 
+def test_pack_with_a_validation_split_equals_its_solo_runs(tmp_path):
+    """Members evaluate on the validation split too and stop on it, exactly as their solo runs."""
+    specs = grid(steps=90)
+    for s in specs:
+        s.task_params = dict(s.task_params, n_val=12)
+    specs[2].train = TrainConfig(**dict(vars(specs[2].train), target_acc=0.0))     # stops at its first evaluation
+    solo = [train_run(s, tmp_path / f"s{i}.nc", **F64) for i, s in enumerate(specs)]
+    packed = train_pack(specs, [tmp_path / f"p{i}.nc" for i in range(4)], **F64)
+    for s, p in zip(solo, packed):
+        assert_same_run(s, p)
+        np.testing.assert_allclose(p.val_acc.values, s.val_acc.values, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(p.final_val_acc.values, s.final_val_acc.values, atol=1e-6, rtol=0)
+    assert packed[2].steps_done.item() == 30 and packed[0].steps_done.item() == 90
+
+
 def test_early_stopped_member_stops_changing(tmp_path):
     specs = grid(steps=90)
     specs[1] = spec(seed=0, lr=1e-2, steps=90, target_acc=0.0)      # stops at its first evaluation

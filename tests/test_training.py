@@ -99,6 +99,47 @@ def test_early_stop_at_target_accuracy(tmp_path):
     assert ds.steps_done.item() == 4     # the first evaluation already meets the target
 
 
+def with_val(spec, n_val=24):
+    spec.task_params = dict(spec.task_params, n_val=n_val)
+    return spec
+
+
+def test_validation_split_is_recorded_and_decides_the_early_stop(tmp_path, monkeypatch):
+    """With a validation split the run records its curve and final/best accuracy and stops on it: here the
+    validation accuracy is made to reach the target at the second evaluation and the test accuracy never."""
+    from eigsweep.tasks.mqar import MQAR
+
+    d = MQAR(**{k: v for k, v in with_val(tiny_spec()).task_params.items() if k != "name"}).load()
+    assert d.val_x.shape == (24, 16) and not torch.equal(d.val_x[:24], d.test_x[:24])   # its own examples
+    assert not torch.equal(d.val_x, MQAR(**{k: v for k, v in dict(with_val(tiny_spec()).task_params,
+                                                                     n_val=24, data_seed=1).items()
+                                            if k != "name"}).load().val_x)
+    calls = []
+    real = train_mod.evaluate
+
+    def fake(model, x, y, *a, **kw):
+        r = real(model, x, y, *a, **kw)
+        is_val = x.shape[0] == 24
+        calls.append("val" if is_val else "test")
+        if is_val:
+            r = dict(r, acc=0.5 * (calls.count("val")))   # 0.5, 1.0, ...
+        else:
+            r = dict(r, acc=0.0)
+        return r
+
+    monkeypatch.setattr(train_mod, "evaluate", fake)
+    ds = train_run(with_val(tiny_spec(steps=40, target_acc=0.9)), tmp_path / "v.nc")
+    assert ds.steps_done.item() == 8                                  # val 1.0 at the second evaluation
+    assert ds.val_acc.values.tolist() == [0.5, 1.0] and ds.test_acc.values.tolist() == [0.0, 0.0]
+    assert ds.final_val_acc.item() == 1.0 and ds.best_val_acc.item() == 1.0 and ds.final_acc.item() == 0.0
+    check_result(read_result(tmp_path / "v.nc"))
+
+
+def test_without_a_validation_split_the_file_has_no_val_variables(tmp_path):
+    ds = train_run(tiny_spec(), tmp_path / "n.nc")
+    assert "val_acc" not in ds and "final_val_acc" not in ds
+
+
 def test_atomic_write_leaves_no_partial_file(tmp_path):
     ds = xr.Dataset({"x": ("a", np.arange(3.0))})
     bad = ds.assign(y=("a", np.array([object(), object(), object()])))   # not encodable

@@ -86,7 +86,8 @@ class TrainConfig:
     min_lr_ratio: Real(ge=0, le=1) = 0.0
     grad_clip: Real(gt=0) = 1.0
     eval_every: PosInt = 100
-    target_acc: Real(ge=0) = 0.99   # early stop once test accuracy reaches this (above 1: never)
+    target_acc: Real(ge=0) = 0.99   # early stop once accuracy reaches this (above 1: never): validation accuracy
+                                    # when the task has a validation split, else test accuracy
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Count = 0           # torch CPU threads; 0: leave torch's default
     checkpoint_every: Count = 0  # steps between resumable checkpoints; 0: never
@@ -215,6 +216,9 @@ class Sweep(BaseModel):
     lr_by_arch: dict[Str, LRs] = Field(
         {}, description="per-architecture learning rates, replacing `lr` for that architecture")
     model: ModelConfig = Field(default_factory=ModelConfig)
+    model_by_arch: dict[Str, ModelConfig] = Field(
+        {}, description="per-architecture model settings, over `model` for that architecture (a modification's "
+                        "settings still win)")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     slurm: Slurm = Field(default_factory=Slurm)
@@ -528,9 +532,10 @@ def _sweep_problems(config: dict, sweep: str) -> list[str]:
         if a not in registry.MIXERS:
             problems.append(f"{here}.arch[{i}]: unknown architecture {a!r}; "
                             f"allowed: {', '.join(sorted(registry.MIXERS))}")
-    for a in s.get("lr_by_arch", {}):
-        if a not in s["arch"]:
-            problems.append(f"{here}.lr_by_arch.{a}: not in this sweep's arch list {s['arch']}")
+    for key in ("lr_by_arch", "model_by_arch"):
+        for a in s.get(key, {}):
+            if a not in s["arch"]:
+                problems.append(f"{here}.{key}.{a}: not in this sweep's arch list {s['arch']}")
     for i, t in enumerate(s["task"]):
         if t not in tasks:
             problems.append(f"{here}.task[{i}]: unknown task preset {t!r}; "
@@ -580,11 +585,10 @@ def _sweep_problems(config: dict, sweep: str) -> list[str]:
         if not applicable:
             problems.append(f"{here}.modification[{i}]: modification {name!r} ({mod}) applies to none of this "
                             f"sweep's architectures {archs} (it changes settings they do not read)")
-        layers = base + [(f"modifications.{name}", mod)]
-        merged = _merge(base[0][1], base[1][1])
-        merged = _merge(merged, mod)
-        model = ModelConfig(**merged)
         for a in applicable:
+            own = (s.get("model_by_arch") or {}).get(a) or {}
+            layers = base + [(f"{here}.model_by_arch.{a}", own), (f"modifications.{name}", mod)]
+            model = ModelConfig(**_merge(_merge(_merge(base[0][1], base[1][1]), own), mod))
             for p in _model_problems(model, a, layers):
                 by_arch.setdefault(p, []).append(a)
     problems += [f"{p} (architecture {', '.join(dict.fromkeys(a))})" for p, a in by_arch.items()]
@@ -625,17 +629,21 @@ def sweep_runs(config: dict, sweep: str) -> list[RunSpec]:
     model_base = _merge(defaults.get("model") or {}, s.get("model") or {})
     train = TrainConfig(**_merge(defaults.get("train") or {}, s.get("train") or {}))
     evalc = EvalConfig(**_merge(defaults.get("eval") or {}, s.get("eval") or {}))
-    models = {m: ModelConfig(**_merge(model_base, mods[m])) for m in s.get("modification", ["none"])}
-    skip = {(a, m) for a in s["arch"] for m in models if not applies(mods[m], a)}
+    by_arch = s.get("model_by_arch") or {}
+    # one ModelConfig per (architecture with its own settings, or None for the others) and modification
+    models = {(a, m): ModelConfig(**_merge(_merge(model_base, by_arch.get(a) or {}), mods[m]))
+              for a in [None, *by_arch] for m in s.get("modification", ["none"])}
+    skip = {(a, m) for a in s["arch"] for m in s.get("modification", ["none"]) if not applies(mods[m], a)}
     runs = []
     for arch, task, mod, seed in itertools.product(
             s["arch"], s["task"], s.get("modification", ["none"]), s.get("seed", [0])):
         if (arch, mod) in skip:
             continue
+        model = models[(arch if arch in by_arch else None, mod)]
         for lr in s.get("lr_by_arch", {}).get(arch, s.get("lr", [1e-3])):
             runs.append(RunSpec(sweep=sweep, arch=arch, task=task, modification=mod, seed=int(seed),
                                 lr=float(lr), task_params=dict(config["tasks"][task]),
-                                model=_clone(models[mod]), train=_clone(train), eval=evalc))
+                                model=_clone(model), train=_clone(train), eval=evalc))
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})

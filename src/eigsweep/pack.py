@@ -26,8 +26,8 @@ from eigsweep.jobs import load_checkpoint_or_none, save_checkpoint
 from eigsweep.packs import pack_key
 from eigsweep.results import build_result, write_atomic
 from eigsweep.train import (BatchOrder, Preempted, TaskTensors, autocast, compile_requested, eval_result,
-                            eval_sums, loss_fn, lr_factor, nan_like, new_model, no_decay_names, setup_device,
-                            train_run)
+                            eval_sums, loss_fn, lr_factor, nan_like, new_curve, new_model, no_decay_names,
+                            record_eval, setup_device, train_run)
 
 log = logging.getLogger("eigsweep.pack")
 # attention kernels used under vmap: cuDNN's is left out (on an H200 its vmapped backward gave NaN gradients
@@ -97,7 +97,7 @@ class Member:
     def __init__(self, spec: RunSpec):
         self.spec = spec
         self.step = 0
-        self.curve = dict(train_step=[], train_loss=[], eval_step=[], test_acc=[], test_loss=[], test_ppl=[])
+        self.curve = new_curve()
         self.stages, self.during = {}, {}
         self.status, self.done, self.result, self.elapsed = "ok", False, None, 0.0
 
@@ -178,18 +178,22 @@ class Pack:
         self.opt.step(lr, active)
 
     @torch.no_grad()
-    def evaluate_all(self) -> list[dict]:
-        """Test accuracy, loss and perplexity of every member (one vmapped forward per test chunk)."""
-        t, bs = self.tensors, max(1, self.specs[0].eval.batch_size // len(self.specs))
+    def evaluate_all(self) -> list[dict[str, dict]]:
+        """Per member, {split: accuracy, loss, perplexity} on every evaluation split (one vmapped forward per
+        chunk)."""
+        bs = max(1, self.specs[0].eval.batch_size // len(self.specs))
         fwd = vmap(self.forward, in_dims=(0, 0, None, None))
         per_member = vmap(eval_sums, in_dims=(0, None))
-        sums = 0
+        out = [{} for _ in self.specs]
         with autocast(self.device), sdpa_kernel(SDPA_BACKENDS):
-            for s in range(0, len(t.test_x), bs):
-                pos = None if t.test_pos is None else t.test_pos[s : s + bs]
-                logits = fwd(self.params, self.buffers, t.test_x[s : s + bs], pos)
-                sums = sums + per_member(logits, t.test_y[s : s + bs])
-        return [eval_result(row) for row in sums.tolist()]
+            for split, (x, positions, y) in self.tensors.splits.items():
+                sums = 0
+                for s in range(0, len(x), bs):
+                    pos = None if positions is None else positions[s : s + bs]
+                    sums = sums + per_member(fwd(self.params, self.buffers, x[s : s + bs], pos), y[s : s + bs])
+                for i, row in enumerate(sums.tolist()):
+                    out[i][split] = eval_result(row)
+        return out
 
     def load_member(self, i: int):
         """Member i's parameters in the solo model."""
@@ -231,13 +235,6 @@ class Pack:
                 log.warning("%s diverged at step %d", m.spec.run_id, end)
                 m.status = "diverged"
                 self.finish(i)
-
-    def record_eval(self, i: int, r: dict) -> None:
-        c = self.members[i].curve
-        c["eval_step"].append(self.members[i].step)
-        c["test_acc"].append(r["acc"])
-        c["test_loss"].append(r["loss"])
-        c["test_ppl"].append(r["ppl"])
 
     def finish(self, i: int) -> None:
         """Member i stops changing; measure its trained spectrum and write its result file."""
@@ -312,9 +309,12 @@ class Pack:
                     self.members[i].during[self.step] = self.measure(i)
             if evaluating and self.running():
                 results = self.evaluate_all()
+                split = self.tensors.stop_split
+                log.info("pack %s step %d: %s acc %s", self.name, self.step, split,
+                         " ".join(f"{results[i][split]['acc']:.3f}" for i in self.running()))
                 for i in self.running():
-                    self.record_eval(i, results[i])
-                    if results[i]["acc"] >= self.specs[i].train.target_acc:
+                    record_eval(self.members[i].curve, self.members[i].step, results[i])
+                    if results[i][self.tensors.stop_split]["acc"] >= self.specs[i].train.target_acc:
                         log.info("%s reached target accuracy at step %d", self.specs[i].run_id, self.step)
                         self.finish(i)
             if checkpointing:

@@ -2,7 +2,8 @@
 
 Contract (checked by ``check_result``): spectra by stage (init/trained), a fine |λ| histogram, spectra at
 checkpoint steps during training, the training curve, final/best accuracy, the run's axes as coordinates
-and provenance. A half-written file never exists under the final name: we write a temporary file in the
+and provenance. Tasks with a validation split add its curve and final/best accuracy (``val_acc``,
+``final_val_acc``, ``best_val_acc``): the split that decided the early stop and decides the learning rate. A half-written file never exists under the final name: we write a temporary file in the
 same directory and rename it.
 """
 from __future__ import annotations
@@ -163,6 +164,13 @@ def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Datas
     ds["best_acc"] = float(finite.max()) if len(finite) else np.nan
     if "test_ppl" in curve:
         ds["test_ppl"] = ("eval_step", np.asarray(curve["test_ppl"], dtype=float))
+    if curve.get("val_acc"):   # a task with a validation split: it decided the early stop
+        val = np.asarray(curve["val_acc"], dtype=float)
+        ds["val_acc"] = ("eval_step", val)
+        ds["val_loss"] = ("eval_step", np.asarray(curve["val_loss"], dtype=float))
+        finite = val[np.isfinite(val)]
+        ds["final_val_acc"] = float(finite[-1]) if len(finite) else np.nan
+        ds["best_val_acc"] = float(finite.max()) if len(finite) else np.nan
     status = run_status(status, curve["train_loss"])
     ds["status"] = status
     ds["loss_rise"] = loss_rise(curve["train_loss"])

@@ -163,15 +163,41 @@ class TaskTensors:
         self.train_pos, self.train_y = labelled_positions(d.train_y)
         self.train_pos = None if self.train_pos is None else self.train_pos.to(device)
         self.train_y = self.train_y.to(device)
-        self.test_x = fix(d.test_x[:n_test]).to(device)
-        self.test_pos, self.test_y = labelled_positions(d.test_y[:n_test])
-        self.test_pos = None if self.test_pos is None else self.test_pos.to(device)
-        self.test_y = self.test_y.to(device)
+        # evaluation splits: name -> (x, positions or None, labels) on the device; "val" where the task has one
+        self.splits = {}
+        for name, x, y in (("test", d.test_x, d.test_y), ("val", d.val_x, d.val_y)):
+            if x is not None:
+                pos, labels = labelled_positions(y[:n_test])
+                self.splits[name] = (fix(x[:n_test]).to(device), None if pos is None else pos.to(device),
+                                     labels.to(device))
+        self.test_x, self.test_pos, self.test_y = self.splits["test"]
         self.eval_batch = fix(d.test_x[: spec.eval.n_samples])          # fixed batch for the spectra
+
+    @property
+    def stop_split(self) -> str:
+        """The split whose accuracy decides the early stop (and, in the figures, the learning rate)."""
+        return "val" if "val" in self.splits else "test"
 
     def batch(self, idx: torch.Tensor):
         pos = None if self.train_pos is None else self.train_pos[idx]
         return self.train_x[idx], pos, self.train_y[idx]
+
+
+def new_curve() -> dict:
+    """A run's curves: training loss per step; accuracy, loss and perplexity per evaluation (val_*: only
+    filled for tasks with a validation split)."""
+    return dict(train_step=[], train_loss=[], eval_step=[], test_acc=[], test_loss=[], test_ppl=[], val_acc=[],
+                val_loss=[])
+
+
+def record_eval(curve: dict, step: int, results: dict[str, dict]) -> None:
+    """Append one evaluation ({split: evaluate()'s dict}) to ``curve``."""
+    curve["eval_step"].append(step)
+    for split, r in results.items():
+        curve.setdefault(f"{split}_acc", []).append(r["acc"])
+        curve.setdefault(f"{split}_loss", []).append(r["loss"])
+        if split == "test":
+            curve["test_ppl"].append(r["ppl"])
 
 
 def new_model(spec: RunSpec, data, device, dtype=None):
@@ -213,7 +239,7 @@ class Trainer:
         self.loss = torch.compile(self.batch_loss) if compile_requested(compile) else self.batch_loss
         self.pending = []     # losses on the device since the last read
         self.step = 0
-        self.curve = dict(train_step=[], train_loss=[], eval_step=[], test_acc=[], test_loss=[], test_ppl=[])
+        self.curve = new_curve()
         self.stages, self.during = {}, {}
         self.status = "ok"
         self.done = False
@@ -247,13 +273,11 @@ class Trainer:
         return spectrum.measure(self.model, self.eval_batch)
 
     def evaluate(self) -> dict:
-        t = self.tensors
-        r = evaluate(self.model, t.test_x, t.test_y, self.spec.eval.batch_size, self.device, t.test_pos)
-        self.curve["eval_step"].append(self.step)
-        self.curve["test_acc"].append(r["acc"])
-        self.curve["test_loss"].append(r["loss"])
-        self.curve["test_ppl"].append(r["ppl"])
-        return r
+        """Evaluate on every split, record it; the early-stop split's result (validation where there is one)."""
+        results = {name: evaluate(self.model, x, y, self.spec.eval.batch_size, self.device, pos)
+                   for name, (x, pos, y) in self.tensors.splits.items()}
+        record_eval(self.curve, self.step, results)
+        return results[self.tensors.stop_split]
 
     def batch_loss(self, x, positions, y):
         with autocast(self.device):
@@ -313,8 +337,8 @@ class Trainer:
                 self.during[self.step] = self.measure()
             if evaluating:
                 r = self.evaluate()
-                log.info("%s step %d loss %.4f test acc %.4f", spec.run_id, self.step, self.curve["train_loss"][-1],
-                         r["acc"])
+                log.info("%s step %d loss %.4f %s acc %.4f", spec.run_id, self.step, self.curve["train_loss"][-1],
+                         self.tensors.stop_split, r["acc"])
                 if r["acc"] >= tc.target_acc:
                     log.info("%s reached target accuracy %.3f at step %d", spec.run_id, tc.target_acc, self.step)
                     self.done = True

@@ -10,7 +10,7 @@ import xarray as xr
 
 from eigsweep import stats
 from eigsweep.figures import (accuracy, bars, catalog, complex_plane, correlation, dynamics, histograms,
-                              modifications, sign_phase, style)
+                              modifications, selection, sign_phase, style)
 
 BUILDERS = {
     "spectrum_bars": bars.spectrum_bars, "spectrum_bars_per_head": bars.spectrum_bars_per_head,
@@ -20,6 +20,9 @@ BUILDERS = {
     "complex_plane": complex_plane.complex_plane, "training_dynamics": dynamics.training_dynamics,
 }
 assert set(BUILDERS) == set(catalog.FIGURES)
+# the figures that show one learning rate per model (selection.best_lr_runs, through spectrum_runs or directly)
+USES_BEST_LR = {"spectrum_bars", "spectrum_bars_per_head", "accuracy", "modifications", "sign_phase",
+                "fine_histograms", "complex_plane", "training_dynamics"}
 
 
 def load(path) -> xr.Dataset:
@@ -40,6 +43,8 @@ def build(name: str, ds: xr.Dataset, options: dict | None = None, tables: xr.Dat
     sns.set_theme(style="whitegrid", context="paper")
     fig = BUILDERS[name](ds, options=dict(options or {}), tables=tables)
     fig.notes = getattr(fig, "notes", [])
+    note = selection.lr_note(ds, selection.accuracy_var(options)) if name in USES_BEST_LR else ""
+    fig.notes += [note] if note else []
     return fig
 
 

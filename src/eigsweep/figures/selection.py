@@ -70,19 +70,43 @@ def baseline_modification(ds: xr.Dataset) -> str:
     return "none" if "none" in mods else mods[0]
 
 
+def _selection_var(ds: xr.Dataset, idx, acc: str) -> str:
+    """The accuracy that picks the learning rate among runs ``idx``: the validation split's (final or best,
+    as ``acc``) where every one of them has it, else ``acc`` itself (test)."""
+    val = acc.replace("_acc", "_val_acc")
+    if val in ds and np.isfinite(ds[val].values[idx].astype(float)).all():
+        return val
+    return acc
+
+
 def best_lr_runs(ds: xr.Dataset, acc: str = "final_acc") -> xr.Dataset:
     """For each (task, arch, modification), the runs of the learning rate with the best mean accuracy over
-    seeds (a diverged run counts as accuracy 0); ties go to the smaller learning rate."""
+    seeds (a diverged run counts as accuracy 0); ties go to the smaller learning rate. The accuracy is the
+    validation split's where the runs have one (``final_val_acc``/``best_val_acc``), so the test accuracy
+    the figures report did not choose the learning rate; else the test split's (``acc``)."""
     keep = []
     groups = dict.fromkeys(zip(ds.task.values.tolist(), ds.arch.values.tolist(), ds.modification.values.tolist()))
     for task, arch, mod in groups:
         idx = np.flatnonzero((ds.task.values == task) & (ds.arch.values == arch) & (ds.modification.values == mod))
         lrs = ds.lr.values[idx]
-        score = np.where(ds.status.values[idx] == "ok", np.nan_to_num(ds[acc].values[idx].astype(float)), 0.0)
+        ok = ds.status.values[idx] == "ok"
+        score = np.where(ok, np.nan_to_num(ds[_selection_var(ds, idx[ok], acc)].values[idx].astype(float)), 0.0)
         means = {lr: score[lrs == lr].mean() for lr in sorted(set(lrs.tolist()))}
         best = max(means, key=lambda lr: (means[lr], -lr))
         keep.extend(idx[lrs == best].tolist())
     return ds.isel(run=sorted(keep))
+
+
+def lr_note(ds: xr.Dataset, acc: str = "final_acc") -> str:
+    """How the figures' learning rate per model was chosen, for sweeps with several ("" otherwise)."""
+    groups = set(zip(ds.task.values.tolist(), ds.arch.values.tolist(), ds.modification.values.tolist()))
+    if len(set(zip(ds.task.values.tolist(), ds.arch.values.tolist(), ds.modification.values.tolist(),
+                   ds.lr.values.tolist()))) == len(groups):
+        return ""
+    on_val = _selection_var(ds, np.flatnonzero(ds.status.values == "ok"), acc) != acc
+    return ("Learning rate per model: the best mean " + ("validation" if on_val else "test") + " accuracy over "
+            "seeds" + (" (held-out split; the test accuracy shown did not choose it)." if on_val
+                       else " (the task has no validation split)."))
 
 
 # -- duplicates ----------------------------------------------------------------------------------

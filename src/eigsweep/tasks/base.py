@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class TaskData:
-    """Tensors of a task's train and test splits.
+    """Tensors of a task's train and test splits, and of its validation split where it has one (training
+    then early-stops on it and the learning rate is chosen on it; the test split is only reported).
 
     Inputs are token ids (N, L) long, or continuous features (N, L, input_dim) float.
     ``target`` is "token" (labels (N, L), −100 where unlabelled; next-token or per-position targets) or
@@ -34,6 +35,8 @@ class TaskData:
     input_dim: int = 0         # feature size of continuous inputs
     metric: str = "accuracy"   # the headline metric; language modelling also reports perplexity
     pad_id: int = -1           # right-padding token id of variable-length inputs (-1: none); pooling skips it
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
 
 class Params(BaseModel):

@@ -34,6 +34,7 @@ class MQARParams(Params):
     num_kv_pairs: PosInt = 64
     n_train: PosInt = 100_000
     n_test: PosInt = 3_000
+    n_val: Count = 0            # a validation split (early stop, learning-rate choice); 0: none
     power_a: Real(gt=0) = 0.01
     random_non_queries: Bool = True
     data_seed: Count = 0        # data is fixed across the runs of a sweep; the run seed varies the model
@@ -106,5 +107,6 @@ class MQAR(Task):
                   power_a=p.power_a, random_non_queries=p.random_non_queries)
         train_x, train_y = generate_mqar(p.n_train, seed=p.data_seed, **kw)
         test_x, test_y = generate_mqar(p.n_test, seed=p.data_seed + 1_000_003, **kw)
+        val_x, val_y = generate_mqar(p.n_val, seed=p.data_seed + 2_000_003, **kw) if p.n_val else (None, None)
         return TaskData(train_x, train_y, test_x, test_y, vocab_size=p.vocab_size, n_outputs=p.vocab_size,
-                        target="token")
+                        target="token", val_x=val_x, val_y=val_y)

@@ -1,0 +1,189 @@
+"""Train a sweep's packs on one lent GPU, a few at a time, across short command slices.
+
+A lent GPU machine runs commands of at most 10 minutes but keeps detached processes and ignored files while it
+is held. So `launch` starts a detached scheduler (setsid) that trains the sweep's packs with missing runs,
+``--workers`` at a time, each in its own process (checkpointing every ``train.checkpoint_every`` steps and on
+SIGTERM); `wait` watches them for one slice and copies the finished result files and the logs out; the next
+slice's `launch` finds the scheduler still running (or resumes the packs from their checkpoints). Result
+files are the workflow's: copy them to ``results/<sweep>/runs/`` and Snakemake accepts them.
+
+    python benchmarks/gpu_queue.py launch mqar_paper --state .gpu-state --workers 3 [--archs softmax mamba2]
+    python benchmarks/gpu_queue.py wait --state .gpu-state --seconds 540 --out $OUT
+    python benchmarks/gpu_queue.py stop --state .gpu-state
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+
+
+def alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def packs_to_train(config_path: str, sweep: str, state: Path, archs: list[str] | None) -> dict[str, list]:
+    from eigsweep.config import load_config, pack_size, sweep_runs
+    from eigsweep.jobs import stale_members
+    from eigsweep.packs import group_packs
+
+    config = load_config(config_path)
+    runs = [r for r in sweep_runs(config, sweep) if not archs or r.arch in archs]
+    packs = group_packs(runs, pack_size(config, sweep))
+    if archs:   # in the order asked for
+        packs = dict(sorted(packs.items(), key=lambda kv: archs.index(kv[1][0].arch)))
+    out = {}
+    for pid, members in packs.items():
+        todo = stale_members(members, [state / "runs" / f"{m.run_id}.nc" for m in members])
+        if todo:
+            out[pid] = [members[i] for i in todo]
+    return out
+
+
+def launch(args) -> None:
+    state = Path(args.state)
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    if alive(state / "scheduler.pid"):
+        print("scheduler already running")
+        return
+    cmd = [sys.executable, str(HERE), "schedule", args.sweep, "--state", str(state), "--config", args.config,
+           "--workers", str(args.workers), *(["--archs", *args.archs] if args.archs else []),
+           *(["--eager"] if args.eager else [])]
+    log = open(state / "logs" / "scheduler.log", "a")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (state / "scheduler.pid").write_text(str(proc.pid))
+    print(f"scheduler started (pid {proc.pid})")
+
+
+def schedule(args) -> None:
+    """Run the packs with missing runs, ``workers`` at a time, until none is left (or SIGTERM)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
+    state = Path(args.state)
+    queue = list(packs_to_train(args.config, args.sweep, state, args.archs))
+    logging.info("queue: %s", " ".join(queue))
+    running: dict[str, subprocess.Popen] = {}
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    while (queue or running) and not stopping:
+        for pid, proc in list(running.items()):
+            if proc.poll() is not None:
+                logging.info("pack %s ended with status %s", pid, proc.returncode)
+                del running[pid]
+        while queue and len(running) < args.workers:
+            pid = queue.pop(0)
+            log = open(state / "logs" / f"{pid}.log", "a")
+            running[pid] = subprocess.Popen(
+                [sys.executable, str(HERE), "pack", args.sweep, pid, "--state", str(state), "--config", args.config,
+                 *(["--archs", *args.archs] if args.archs else []), *(["--eager"] if args.eager else [])],
+                stdout=log, stderr=subprocess.STDOUT)
+            logging.info("pack %s started", pid)
+        time.sleep(2)
+    for proc in running.values():   # stop: each pack checkpoints at its next step
+        proc.terminate()
+    for proc in running.values():
+        proc.wait()
+
+
+def pack(args) -> None:
+    """Train one pack (its members with missing results), resuming from its checkpoint; SIGTERM checkpoints."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout,
+                        force=True)
+    from eigsweep.pack import train_pack
+    from eigsweep.train import Preempted
+
+    state = Path(args.state)
+    members = packs_to_train(args.config, args.sweep, state, args.archs).get(args.pack)
+    if not members:
+        return
+    outs = [state / "runs" / f"{m.run_id}.nc" for m in members]
+    ckpt = state / "checkpoints" / f"{args.pack}.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_start(p):
+        signal.signal(signal.SIGTERM, lambda *_: setattr(p, "stop_requested", True))
+
+    t0 = time.perf_counter()
+    try:
+        try:
+            train_pack(members, outs, ckpt, on_start, compile=not args.eager)
+        except (Preempted, KeyboardInterrupt):
+            raise
+        except Exception:   # noqa: BLE001 - a mixer torch.compile cannot trace: train it eagerly
+            if args.eager:
+                raise
+            logging.exception("compiled pack failed; training it eagerly (from its checkpoint, if any)")
+            members = packs_to_train(args.config, args.sweep, state, args.archs).get(args.pack) or []
+            outs = [state / "runs" / f"{m.run_id}.nc" for m in members]
+            if members:
+                train_pack(members, outs, ckpt, on_start, compile=False)
+    except Preempted as e:
+        logging.info("%s", e)
+    logging.info("pack %s: %.0f s in this process", args.pack, time.perf_counter() - t0)
+
+
+def wait(args) -> None:
+    """Watch for ``seconds`` (progress every minute), then copy finished runs and logs to ``out``."""
+    state, out = Path(args.state), Path(args.out)
+    end = time.time() + args.seconds
+    while True:
+        runs = sorted((state / "runs").glob("*.nc"))
+        lines = []
+        for f in sorted((state / "logs").glob("*.log")):
+            last = [ln for ln in f.read_text(errors="replace").splitlines() if " acc " in ln or "ended" in ln
+                    or "Error" in ln or "stopped" in ln]
+            if last:
+                lines.append(f"  {f.stem}: {last[-1][:200]}")
+        print(time.strftime("%H:%M:%S"), f"{len(runs)} runs done; scheduler",
+              "running" if alive(state / "scheduler.pid") else "stopped", *lines, sep="\n", flush=True)
+        if time.time() >= end or not alive(state / "scheduler.pid"):
+            break
+        time.sleep(min(60, max(1, end - time.time())))
+    out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
+        for f in sorted((state / "runs").glob("*.nc")):
+            tar.add(f, arcname=f"runs/{f.name}")
+    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
+        tar.add(state / "logs", arcname="logs")
+    (out / "done.json").write_text(json.dumps(sorted(f.stem for f in (state / "runs").glob("*.nc"))))
+
+
+def stop(args) -> None:
+    state = Path(args.state)
+    if alive(state / "scheduler.pid"):
+        os.kill(int((state / "scheduler.pid").read_text()), signal.SIGTERM)
+        while alive(state / "scheduler.pid"):
+            time.sleep(1)
+    print("stopped")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=["launch", "schedule", "pack", "wait", "stop"])
+    p.add_argument("sweep", nargs="?")
+    p.add_argument("pack", nargs="?")
+    p.add_argument("--state", default=".gpu-state")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--archs", nargs="*")
+    p.add_argument("--eager", action="store_true", help="no torch.compile")
+    p.add_argument("--seconds", type=float, default=540)
+    p.add_argument("--out", default="out")
+    args = p.parse_args()
+    dict(launch=launch, schedule=schedule, pack=pack, wait=wait, stop=stop)[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
