@@ -234,9 +234,41 @@ def test_no_requeue_without_progress_names_time_min(tmp_path, caplog):
         assert stuck.checkpoint() is None   # submitit then ends the job: "not requeued"
     (rec,) = [r for r in caplog.records if "time_min" in r.getMessage()]
     assert "slurm time_min=3 min is too short" in rec.getMessage() and "\n" not in rec.getMessage()
+    assert "(still at step 55 after resuming)" in rec.getMessage()
     # signalled before training started (data generation longer than the time limit)
     assert TrainJob(spec.to_json(), "o.nc", None).checkpoint().function.stopped_at == -1
-    assert TrainJob(spec.to_json(), "o.nc", None, stopped_at=-1).checkpoint() is None
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert TrainJob(spec.to_json(), "o.nc", None, time_min=3, stopped_at=-1).checkpoint() is None
+    (rec,) = [r for r in caplog.records if "time_min" in r.getMessage()]
+    assert ": no progress since the last requeue (training not started): slurm time_min=3 min" in rec.getMessage()
+
+
+def test_failure_message_leads_with_the_no_progress_warning(tmp_path, caplog):
+    """The waiter's message for a job that refused to requeue names time_min in its first line, whatever the
+    length of submitit's traceback after it (the tail keeps the last 40 lines), and says it once."""
+    stuck = TrainJob(tiny_spec().to_json(), "o.nc", None, time_min=3, stopped_at=-1)
+    with caplog.at_level("WARNING"):
+        stuck.checkpoint()
+    (rec,) = caplog.records
+    err = tmp_path / "7_0_log.err"
+    err.write_text("\n".join([f"2026-01-01 00:00:00,000 eigsweep.slurm {rec.getMessage()}",
+                              *[f"  traceback line {i}" for i in range(60)], "srun: error: task 0: Exited"]) + "\n")
+    run = stuck.label()
+    msg = slurm.failure_message("7", run, "FAILED", err, "")
+    first, second, *tail = msg.splitlines()
+    assert first == f"Slurm job 7 for run {run} failed (state FAILED): {rec.getMessage().removeprefix(run + ': ')}"
+    assert first.endswith(": no progress since the last requeue (training not started): slurm time_min=3 min is too "
+                          "short for this run (the job is signalled 90 s before its limit); not requeueing - raise "
+                          "time_min")
+    assert second == f"Last lines of its log {err}:" and len(tail) == 40 and tail[-1] == "srun: error: task 0: Exited"
+    assert msg.count("raise time_min") == 1
+    err.write_text(f"2026-01-01 00:00:00,000 eigsweep.slurm {rec.getMessage()}\nsrun: error\n")   # in the tail
+    assert slurm.failure_message("7", "r", "FAILED", err, "").count("raise time_min") == 1
+    err.write_text("RuntimeError: boom\n")   # any other failure: the state, then the tail
+    assert slurm.failure_message("7", "r", "FAILED", err, "") == (f"Slurm job 7 for run r failed (state FAILED).\n"
+                                                                  f"Last lines of its log {err}:\nRuntimeError: boom")
+    assert slurm.failure_message("7", "r", "FAILED", tmp_path / "none.err", "from stdout").endswith(":\nfrom stdout")
 
 
 def signal_mid_step(monkeypatch, at_call: int, then=None):

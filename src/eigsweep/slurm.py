@@ -35,6 +35,7 @@ log = logging.getLogger("eigsweep.slurm")
 
 SLURM_POLL_S = 60       # longest pause between two status queries of one waiter (result file: every second)
 TAIL_LINES = 40
+NO_PROGRESS = "not requeueing - raise time_min"   # ends TrainJob.checkpoint's warning; the waiter looks for it
 SHELLS = ("sh", "bash", "dash", "zsh")
 # Pending reasons that never clear by waiting (an administrator would have to change the partition, or the
 # job its request). ReqNodeNotAvail clears when nodes come back, so it counts only for nodes that do not exist
@@ -363,11 +364,10 @@ class TrainJob:
 
         step = self._trainer.step if self._trainer is not None else None
         if self.stopped_at is not None and (step is None or step <= self.stopped_at):
-            log.warning("%s: no progress since the last requeue (still at step %s%s): slurm time_min=%s min is "
-                        "too short for this run (the job is signalled 90 s before its limit); not requeueing - "
-                        "raise time_min", self.label(),
-                        "training not started" if step is None else step,
-                        "" if step is None else " after resuming", self.time_min)
+            where = "training not started" if step is None else f"still at step {step} after resuming"
+            log.warning("%s: no progress since the last requeue (%s): slurm time_min=%s min is too short for this "
+                        "run (the job is signalled 90 s before its limit); %s", self.label(), where, self.time_min,
+                        NO_PROGRESS)
             return None
         return submitit.helpers.DelayedSubmission(TrainJob(
             self.spec_json, self.out, self.checkpoint_path, self.log_file, self.time_min,
@@ -395,6 +395,21 @@ def _tail(path: Path, n: int = TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(lines[-n:])
+
+
+def failure_message(job_id: str, run: str, state: str, log_path: Path, fallback: str) -> str:
+    """What the waiter says when the job failed: its final state and the last lines of its log (``fallback`` if
+    the log is empty). A job that refused to requeue for want of progress (TrainJob.checkpoint) says so in the
+    first line, as the tail may have lost that line behind submitit's traceback."""
+    tail = _tail(log_path) or fallback
+    try:
+        why = [line for line in log_path.read_text(errors="replace").splitlines() if NO_PROGRESS in line]
+    except OSError:
+        why = []
+    if why:
+        tail = "\n".join(line for line in tail.splitlines() if NO_PROGRESS not in line)
+    first = f": {why[-1].split(' eigsweep.slurm ', 1)[-1].removeprefix(f'{run}: ')}" if why else "."
+    return f"Slurm job {job_id} for run {run} failed (state {state}){first}\nLast lines of its log {log_path}:\n{tail}"
 
 
 def snakemake_process() -> psutil.Process | None:
@@ -590,9 +605,7 @@ def run_slurm(spec_json: str | list[str], out: str | Path | list, checkpoint: st
     except (FailedJobError, UncompletedJobError) as e:
         done.set()
         state = final_state(job.job_id, retry_s)   # never a stale state: ask the accounting database
-        tail = _tail(job.paths.stderr) or _tail(job.paths.stdout) or str(e)[-4000:]
-        fail(f"Slurm job {job.job_id} for run {run} failed (state {state}).\n"
-             f"Last lines of its log {job.paths.stderr}:\n{tail}")
+        fail(failure_message(job.job_id, run, state, job.paths.stderr, _tail(job.paths.stdout) or str(e)[-4000:]))
     except SlurmUnavailable as e:
         done.set()
         fail(f"{run}: lost track of Slurm job {job.job_id} (left in the queue): {e}")

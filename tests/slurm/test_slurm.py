@@ -5,6 +5,7 @@ Every test writes a tiny config to a tmp dir, links the repository's `slurm` pro
 `sacct` (which keeps earlier jobs) shows only this session's jobs.
 """
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -217,6 +218,121 @@ def test_requeued_and_preempted_runs_resume_from_checkpoint(tmp_path):
         assert sum("finished" in line and "Slurm job" in line for line in log.splitlines()) == 1, log[-3000:]
     log = (wd / f"results/{sweep}/logs/linear-tiny-none-s0-lr3.00e-03.log").read_text()
     assert "checkpointing at the next step boundary" in log and "stopped at step" in log, log[-3000:]
+
+
+# Put on the jobs' PYTHONPATH as sitecustomize.py by the test below: holds a REQUEUED job (SLURM_RESTART_COUNT
+# >= 1) where the test signals it, and logs one line when it is there. softmax: before training starts (the
+# signal meets submitit's handler); linear: at the step it resumed from, the preemption signal deferred to the
+# next step boundary. A first job (restart 0) and every other process are left alone.
+HOLD_REQUEUED = """
+import os
+if os.environ.get("EIGSWEEP_TEST_HOLD") and int(os.environ.get("SLURM_RESTART_COUNT") or 0) >= 1:
+    import logging
+    import time
+
+    from eigsweep.slurm import TrainJob
+
+    defer = TrainJob._defer_signal
+
+    def wait_until(done):
+        deadline = time.monotonic() + 300   # the test signals within seconds; never hang a job for good
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def held(self, trainer, state):
+        log = logging.getLogger("eigsweep.test_hold")
+        if trainer.spec.arch == "softmax":
+            log.info("test hold: training not started")
+            wait_until(lambda: False)
+            defer(self, trainer, state)
+        else:
+            defer(self, trainer, state)
+            log.info("test hold: at step %d", trainer.step)
+            wait_until(lambda: trainer.stop_requested)
+
+    TrainJob._defer_signal = held
+"""
+
+
+def wait_for_line(path: Path, text: str, proc, timeout: float = 180) -> str:
+    """The first line of the file ``path`` containing ``text``, once it is there."""
+    deadline = time.time() + timeout
+    while True:
+        lines = [line for line in (path.read_text().splitlines() if path.exists() else []) if text in line]
+        if lines:
+            return lines[0]
+        assert time.time() < deadline and proc.poll() is None, f"no {text!r} in {path}"
+        time.sleep(0.2)
+
+
+def test_requeued_run_signalled_again_without_progress_is_not_requeued_and_names_time_min(tmp_path):
+    """A time limit too short to make progress, as the cluster shows it: each run is sent the preemption signal
+    while training (checkpoint, requeue: restart 1) and again once requeued, before it advanced a step
+    (softmax: before training starts; linear: at the step it resumed from). Neither is requeued a second time:
+    each Slurm job ends FAILED after exactly one requeue, Snakemake fails for both runs, the job logs one line
+    `slurm time_min=10 min is too short … raise time_min` to the run's log, and Snakemake's output says it once,
+    in the line saying that the run failed; the checkpoints stay."""
+    sweep = f"noprogress_{TOKEN}"
+    config = tiny_config({sweep: dict(arch=["softmax", "linear"],
+                                      train=dict(steps=100000, eval_every=10000, checkpoint_every=100))})
+    wd = workdir(tmp_path / "wd", config)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_REQUEUED)
+    proc = popen_snakemake(wd, f"results/{sweep}/summary.nc", env=env(PYTHONPATH=str(hook), EIGSWEEP_TEST_HOLD="1"))
+    runs = {arch: f"{arch}-tiny-none-s0-lr3.00e-03" for arch in ("softmax", "linear")}
+    logs = {arch: wd / f"results/{sweep}/logs/{run}.log" for arch, run in runs.items()}
+    ckpts = {arch: wd / f"results/{sweep}/checkpoints/{run}.pt" for arch, run in runs.items()}
+    stop = threading.Event()
+    try:
+        deadline = time.time() + 180
+        while not all(c.exists() for c in ckpts.values()):   # both training (a periodic checkpoint written)
+            assert time.time() < deadline and proc.poll() is None, "training did not start"
+            time.sleep(0.2)
+        jobs = {name.split("-")[2]: jid for jid, name, _ in listed_jobs(sweep, 2)}
+        for jid in jobs.values():
+            subprocess.run(["scancel", "--signal=USR2", "--batch", jid], check=True)
+        stopped = {arch: int(re.search(r"stopped at step (\d+),", wait_for_line(logs[arch], "stopped at step",
+                                                                                   proc))[1]) for arch in runs}
+
+        def release():   # the requeued jobs start at once, not after Slurm's ~2 min hold
+            while not stop.wait(1):
+                start_requeued_now(sweep)
+        threading.Thread(target=release, daemon=True).start()
+        for arch, held in (("softmax", "test hold: training not started"),
+                           ("linear", f"test hold: at step {stopped['linear']}")):
+            wait_for_line(logs[arch], held, proc)
+            assert f"Slurm job {jobs[arch]} (restart 1)" in logs[arch].read_text()
+            subprocess.run(["scancel", "--signal=USR2", "--batch", jobs[arch]], check=True)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+        ids = [jid for jid, _, _ in slurm_jobs(sweep)]
+        if ids and queued(sweep):
+            subprocess.run(["scancel", *ids])
+
+    assert proc.returncode != 0, out[-4000:]
+    final = {name.split("-")[2]: state for _, name, state in wait_for_jobs(sweep, 2)}
+    assert final == {"softmax": "FAILED", "linear": "FAILED"} and not queued(sweep), final
+    for arch, jid in jobs.items():   # one requeue each (sacct -D lists every start of a requeued job)
+        starts = subprocess.run(["sacct", "-X", "-D", "-n", "-P", "-j", jid, "-o", "State"], capture_output=True,
+                                text=True, check=True).stdout.split()
+        assert starts == ["REQUEUED", "FAILED"], (arch, starts)
+        log = logs[arch].read_text()
+        failed = f"Slurm job {jid} for run {runs[arch]} failed (state FAILED)"
+        assert log.count(failed) == 1 and out.count(failed) == 1, out[-4000:]   # Snakemake fails for the run
+        job_log = log.split(failed)[0]   # what the job logged (the waiter's message then quotes its last lines)
+        assert "(restart 1)" in job_log and "(restart 2)" not in log, log[-3000:]
+        where = "training not started" if arch == "softmax" else f"still at step {stopped[arch]} after resuming"
+        (warned,) = [line for line in job_log.splitlines() if "slurm time_min=" in line]   # one line
+        assert f" eigsweep.slurm {runs[arch]}: no progress since the last requeue ({where}): slurm time_min=10 min " \
+            "is too short for this run" in warned and warned.endswith("not requeueing - raise time_min"), warned
+        said = warned.split(f" eigsweep.slurm {runs[arch]}: ")[1]
+        assert f"{failed}: {said}\n" in out and out.count("raise time_min") == 2, \
+            out[-4000:]   # Snakemake's output says it once for each run, in the line saying that the run failed
+        assert ckpts[arch].exists()   # nothing lost: a run with a longer time_min resumes from it
 
 
 def test_any_way_snakemake_stops_cancels_its_jobs(tmp_path):
