@@ -41,7 +41,10 @@ def test_modification_is_expanded_only_for_architectures_it_applies_to(config):
     runs = sweep_runs(config, "parity_probe")   # beta2 sets DeltaNet's beta_range option
     assert {r.arch for r in runs if r.modification == "beta2"} == {"deltanet", "gated_deltanet"}
     assert {r.arch for r in runs if r.modification == "none"} == {"mamba2", "deltanet", "gated_deltanet", "softmax"}
-    mods = {(r.arch, r.modification) for r in sweep_runs(config, "mqar_modifications")}
+    config = copy.deepcopy(config)
+    config["sweeps"]["x"] = dict(arch=["softmax", "linear", "mamba2"], task=["mqar_demo"],
+                                 modification=["none", "gate", "conv_qk"])
+    mods = {(r.arch, r.modification) for r in sweep_runs(config, "x")}
     assert ("mamba2", "conv_qk") not in mods and ("mamba2", "gate") in mods and ("linear", "conv_qk") in mods
 
 

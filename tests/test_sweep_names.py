@@ -13,7 +13,8 @@ OFFLINE_SMALL = ["mqar_small", "listops_small", "digits_small", "digits_permuted
 # each modification on a model it applies to
 MODIFICATION_ARCH = {"none": "softmax", "gate": "linear", "conv_qk": "softmax", "conv_qkv": "linear",
                      "depth1": "mamba2", "depth4": "softmax", "norm_exp": "norm", "norm_elu": "norm",
-                     "norm_softplus": "norm", "norm_sigmoid": "norm", "pseudo_lti": "mamba2", "beta2": "deltanet"}
+                     "norm_softplus": "norm", "norm_sigmoid": "norm", "pseudo_lti": "mamba2", "beta2": "deltanet",
+                     "depth1_conv_qk": "softmax"}
 
 
 def spec(task: str, arch: str = "softmax", modification: str = "none") -> RunSpec:
