@@ -44,15 +44,25 @@ def data_workdir(tmp_path_factory):
 
 
 def train_job_count(out: str) -> int:
-    lines = [l for l in out.splitlines() if l.strip().startswith("train ")]
-    assert lines, out
-    return int(lines[0].split()[1])
+    """Train jobs in a dry run's job table: rule `train` (one run) plus the `train_pack_*` rules (one pack)."""
+    counts = {}   # rule -> jobs (Snakemake prints the job table more than once)
+    for parts in (l.split() for l in out.splitlines() if l.strip().startswith(("train ", "train_pack_"))):
+        counts.setdefault(parts[0], int(parts[1]))
+    assert counts, out
+    return sum(counts.values())
 
 
 def test_dry_run_of_every_sweep(data_workdir):
-    """One dry run naming every sweep as a target: one train job per run of every sweep."""
-    from eigsweep.config import all_runs, load_config
-    n = sum(len(r) for r in all_runs(load_config(ROOT / "config.yaml")).values())
+    """One dry run naming every sweep as a target: one train job per run of every unpacked sweep, one per
+    pack of every packed one."""
+    from eigsweep.config import load_config, pack_size, sweep_runs
+    from eigsweep.packs import group_packs
+    config = load_config(ROOT / "config.yaml")
+    n = 0
+    for sweep in config["sweeps"]:
+        runs, size = sweep_runs(config, sweep), pack_size(config, sweep)
+        n += len(group_packs(runs, size)) if size > 1 else len(runs)
+    assert n < sum(len(sweep_runs(config, s)) for s in config["sweeps"])   # some sweep is packed
     proc = snakemake("-n", "all", *sweeps(), cwd=data_workdir)
     assert train_job_count(proc.stdout + proc.stderr) == n
 
