@@ -7,9 +7,15 @@ SIGTERM); `wait` watches them for one slice and copies the finished result files
 slice's `launch` finds the scheduler still running (or resumes the packs from their checkpoints). Result
 files are the workflow's: copy them to ``results/<sweep>/runs/`` and Snakemake accepts them.
 
-    python benchmarks/gpu_queue.py launch mqar_paper --state .gpu-state --workers 3 [--archs softmax mamba2]
-    python benchmarks/gpu_queue.py wait --state .gpu-state --seconds 540 --out $OUT
-    python benchmarks/gpu_queue.py stop --state .gpu-state
+    python benchmarks/gpu_queue.py launch mqar_paper --workers 1 --archs mamba2 [--pack 2]
+    python benchmarks/gpu_queue.py wait --seconds 540 --out $OUT
+    python benchmarks/gpu_queue.py stop
+
+The state folder (``--state``, default /tmp/eigsweep-gpu-state) must lie outside the repository: each command
+copies the working tree afresh and removes what it does not know. ``--pack N`` regroups the runs in packs of
+at most N (a pack's members write the same result files as their solo runs, so the grouping is free to choose;
+the sweep's ``pack`` is the default). The machine is given back after 30 s without a command, and the detached
+trainers with it: issue the next `wait` at once.
 """
 from __future__ import annotations
 
@@ -35,14 +41,15 @@ def alive(pid_file: Path) -> bool:
         return False
 
 
-def packs_to_train(config_path: str, sweep: str, state: Path, archs: list[str] | None) -> dict[str, list]:
+def packs_to_train(config_path: str, sweep: str, state: Path, archs: list[str] | None,
+                   size: int | None = None) -> dict[str, list]:
     from eigsweep.config import load_config, pack_size, sweep_runs
     from eigsweep.jobs import stale_members
     from eigsweep.packs import group_packs
 
     config = load_config(config_path)
     runs = [r for r in sweep_runs(config, sweep) if not archs or r.arch in archs]
-    packs = group_packs(runs, pack_size(config, sweep))
+    packs = group_packs(runs, size or pack_size(config, sweep))
     if archs:   # in the order asked for
         packs = dict(sorted(packs.items(), key=lambda kv: archs.index(kv[1][0].arch)))
     out = {}
@@ -53,15 +60,19 @@ def packs_to_train(config_path: str, sweep: str, state: Path, archs: list[str] |
     return out
 
 
+def common(args) -> list[str]:
+    """The options a scheduler passes on to its packs."""
+    return ["--state", str(args.state), "--config", args.config, *(["--archs", *args.archs] if args.archs else []),
+            *(["--eager"] if args.eager else []), *(["--pack", str(args.pack_size)] if args.pack_size else [])]
+
+
 def launch(args) -> None:
     state = Path(args.state)
     (state / "logs").mkdir(parents=True, exist_ok=True)
     if alive(state / "scheduler.pid"):
         print("scheduler already running")
         return
-    cmd = [sys.executable, str(HERE), "schedule", args.sweep, "--state", str(state), "--config", args.config,
-           "--workers", str(args.workers), *(["--archs", *args.archs] if args.archs else []),
-           *(["--eager"] if args.eager else [])]
+    cmd = [sys.executable, str(HERE), "schedule", args.sweep, "--workers", str(args.workers), *common(args)]
     log = open(state / "logs" / "scheduler.log", "a")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (state / "scheduler.pid").write_text(str(proc.pid))
@@ -72,7 +83,7 @@ def schedule(args) -> None:
     """Run the packs with missing runs, ``workers`` at a time, until none is left (or SIGTERM)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
     state = Path(args.state)
-    queue = list(packs_to_train(args.config, args.sweep, state, args.archs))
+    queue = list(packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size))
     logging.info("queue: %s", " ".join(queue))
     running: dict[str, subprocess.Popen] = {}
     stopping = []
@@ -85,10 +96,8 @@ def schedule(args) -> None:
         while queue and len(running) < args.workers:
             pid = queue.pop(0)
             log = open(state / "logs" / f"{pid}.log", "a")
-            running[pid] = subprocess.Popen(
-                [sys.executable, str(HERE), "pack", args.sweep, pid, "--state", str(state), "--config", args.config,
-                 *(["--archs", *args.archs] if args.archs else []), *(["--eager"] if args.eager else [])],
-                stdout=log, stderr=subprocess.STDOUT)
+            running[pid] = subprocess.Popen([sys.executable, str(HERE), "pack", args.sweep, pid, *common(args)],
+                                            stdout=log, stderr=subprocess.STDOUT)
             logging.info("pack %s started", pid)
         time.sleep(2)
     for proc in running.values():   # stop: each pack checkpoints at its next step
@@ -105,7 +114,7 @@ def pack(args) -> None:
     from eigsweep.train import Preempted
 
     state = Path(args.state)
-    members = packs_to_train(args.config, args.sweep, state, args.archs).get(args.pack)
+    members = packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size).get(args.pack)
     if not members:
         return
     outs = [state / "runs" / f"{m.run_id}.nc" for m in members]
@@ -125,7 +134,7 @@ def pack(args) -> None:
             if args.eager:
                 raise
             logging.exception("compiled pack failed; training it eagerly (from its checkpoint, if any)")
-            members = packs_to_train(args.config, args.sweep, state, args.archs).get(args.pack) or []
+            members = packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size).get(args.pack) or []
             outs = [state / "runs" / f"{m.run_id}.nc" for m in members]
             if members:
                 train_pack(members, outs, ckpt, on_start, compile=False)
@@ -135,22 +144,25 @@ def pack(args) -> None:
 
 
 def wait(args) -> None:
-    """Watch for ``seconds`` (progress every minute), then copy finished runs and logs to ``out``."""
+    """Watch for ``seconds`` or until the scheduler ends (progress every minute), then copy the finished runs
+    and the logs to ``out``."""
     state, out = Path(args.state), Path(args.out)
-    end = time.time() + args.seconds
+    end, shown = time.time() + args.seconds, 0.0
     while True:
-        runs = sorted((state / "runs").glob("*.nc"))
-        lines = []
-        for f in sorted((state / "logs").glob("*.log")):
-            last = [ln for ln in f.read_text(errors="replace").splitlines() if " acc " in ln or "ended" in ln
-                    or "Error" in ln or "stopped" in ln]
-            if last:
-                lines.append(f"  {f.stem}: {last[-1][:200]}")
-        print(time.strftime("%H:%M:%S"), f"{len(runs)} runs done; scheduler",
-              "running" if alive(state / "scheduler.pid") else "stopped", *lines, sep="\n", flush=True)
-        if time.time() >= end or not alive(state / "scheduler.pid"):
+        over = time.time() >= end or not alive(state / "scheduler.pid")
+        if over or time.time() - shown >= 60:
+            shown = time.time()
+            lines = []
+            for f in sorted((state / "logs").glob("*.log")):
+                last = [ln for ln in f.read_text(errors="replace").splitlines()
+                        if any(w in ln for w in (" acc ", "ended", "Error", "stopped", "reached"))]
+                if last:
+                    lines.append(f"  {f.stem}: {last[-1][:200]}")
+            print(time.strftime("%H:%M:%S"), f"{len(list((state / 'runs').glob('*.nc')))} runs done; scheduler",
+                  "running" if alive(state / "scheduler.pid") else "stopped", *lines, sep="\n", flush=True)
+        if over:
             break
-        time.sleep(min(60, max(1, end - time.time())))
+        time.sleep(2)
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
         for f in sorted((state / "runs").glob("*.nc")):
@@ -174,11 +186,12 @@ def main() -> None:
     p.add_argument("command", choices=["launch", "schedule", "pack", "wait", "stop"])
     p.add_argument("sweep", nargs="?")
     p.add_argument("pack", nargs="?")
-    p.add_argument("--state", default=".gpu-state")
+    p.add_argument("--state", default="/tmp/eigsweep-gpu-state", help="outside the repository (see above)")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--archs", nargs="*")
     p.add_argument("--eager", action="store_true", help="no torch.compile")
+    p.add_argument("--pack", dest="pack_size", type=int, default=None, help="runs per pack (default: the sweep's)")
     p.add_argument("--seconds", type=float, default=540)
     p.add_argument("--out", default="out")
     args = p.parse_args()

@@ -1,0 +1,49 @@
+"""benchmarks/gpu_queue.py, the driver that trains a sweep's packs on a lent GPU across command slices, run on
+the CPU: a detached scheduler trains the packs (regrouped with --pack), `wait` returns when they are done and
+hands out result files the workflow accepts as they are."""
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import yaml
+
+from eigsweep.config import load_config, sweep_runs
+from eigsweep.jobs import stale_members
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = {
+    "tasks": {"tiny": {"name": "mqar", "vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2, "n_train": 64,
+                       "n_test": 16, "n_val": 16}},
+    "sweeps": {"q": {"arch": ["softmax", "linear"], "task": ["tiny"], "seed": [0, 1], "lr": [1.0e-3, 3.0e-3],
+                     "model": {"d_model": 8, "n_heads": 2}, "model_by_arch": {"softmax": {"pos_embedding": "learned"}},
+                     "train": {"steps": 20, "eval_every": 10, "warmup_steps": 2, "threads": 1},
+                     "eval": {"n_samples": 2}, "pack": 4}},
+}
+
+
+def queue(*args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_queue.py"), *args], cwd=cwd, check=True,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_queue_trains_every_pack_and_hands_out_result_files_the_workflow_accepts(tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    state, out = tmp_path / "state", tmp_path / "out"
+    queue("launch", "q", "--state", str(state), "--workers", "2", "--eager", "--pack", "2", cwd=tmp_path)
+    log = queue("wait", "--state", str(state), "--seconds", "240", "--out", str(out), cwd=tmp_path).stdout
+    assert "8 runs done; scheduler\nstopped" in log, log
+    specs = sweep_runs(load_config(tmp_path / "config.yaml"), "q")
+    assert sorted(json.loads((out / "done.json").read_text())) == sorted(s.run_id for s in specs)
+    with tarfile.open(out / "runs.tar.gz") as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    outs = [tmp_path / "back/runs" / f"{s.run_id}.nc" for s in specs]
+    assert stale_members(specs, outs) == []      # valid files of exactly these specs
+    packs = (state / "logs/scheduler.log").read_text()
+    assert packs.count("started") == 4 and "softmax-tiny-pack0" in packs   # packs of 2, not the sweep's 4
+    # a second launch finds nothing left to train
+    queue("launch", "q", "--state", str(state), "--eager", "--pack", "2", cwd=tmp_path)
+    log = queue("wait", "--state", str(state), "--seconds", "60", "--out", str(out), cwd=tmp_path).stdout
+    assert "8 runs done" in log
