@@ -170,6 +170,45 @@ def test_pack_resumes_exactly_from_its_checkpoint(tmp_path):
     assert not ckpt.exists()
 
 
+def half_stop_early(steps=90, **train):
+    """A pack of 4 whose members 0 and 2 reach their target at the first evaluation (step 30)."""
+    specs = grid(steps=steps, **train)
+    for i in (0, 2):
+        specs[i].train = TrainConfig(**dict(vars(specs[i].train), target_acc=0.0))
+    return specs
+
+
+def test_pack_drops_finished_members_once_half_are_done_and_the_rest_train_as_solo(tmp_path):
+    specs = half_stop_early()
+    pack = Pack(specs, [tmp_path / f"p{i}.nc" for i in range(4)], **F64)
+    packed = pack.train()
+    assert pack.slots == [1, 3] and pack.params[0].shape[0] == 2 and pack.lr.shape[1] == 2   # compacted
+    assert [p.steps_done.item() for p in packed] == [30, 90, 30, 90]
+    for i, s in enumerate(specs):
+        assert_same_run(train_run(s, tmp_path / f"s{i}.nc", **F64), packed[i])
+
+
+def test_compacted_pack_resumes_exactly_from_its_checkpoint(tmp_path):
+    specs = half_stop_early(steps=90, checkpoint_every=40)
+    ref = train_pack(specs, [tmp_path / f"r{i}.nc" for i in range(4)], **F64)
+    ckpt = tmp_path / "pack.pt"
+
+    class PreemptedAfterCompacting(Pack):
+        def train_step(self):
+            if self.step == 50:
+                self.stop_requested = True
+            return super().train_step()
+    outs = [tmp_path / f"p{i}.nc" for i in range(4)]
+    with pytest.raises(Preempted, match="step 51"):
+        PreemptedAfterCompacting(specs, outs, ckpt, **F64).train()
+    assert torch.load(ckpt, weights_only=False)["slots"] == [1, 3]
+    resumed = train_pack(specs, outs, ckpt, **F64)
+    for a, b in zip(ref, resumed):
+        np.testing.assert_array_equal(a.train_loss.values, b.train_loss.values)
+        np.testing.assert_array_equal(a.bin_fraction.values, b.bin_fraction.values)
+        np.testing.assert_array_equal(a.test_acc.values, b.test_acc.values)
+
+
 def test_corrupt_pack_checkpoint_is_moved_aside_and_the_pack_starts_from_scratch(tmp_path):
     specs = grid(steps=20)
     ref = train_pack(specs, [tmp_path / f"r{i}.nc" for i in range(4)], **F64)

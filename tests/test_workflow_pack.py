@@ -24,7 +24,7 @@ def test_pack_key_top_level_and_per_sweep():
     c["pack"] = 8
     assert pack_size(c, "demo") == 8
     c["sweeps"]["demo"]["pack"] = 2                        # the sweep's wins
-    assert pack_size(c, "demo") == 2 and pack_size(c, "mqar_paper") == 8
+    assert pack_size(c, "demo") == 2 and pack_size(c, "zoo") == 8   # zoo has no pack of its own
     validate_config(c)
     for where, bad in (("top", 0), ("top", "4"), ("sweep", 0), ("sweep", 2.0)):
         c = base_config()

@@ -7,6 +7,10 @@ all of them through functional_call + vmap. Gradient clipping, AdamW and diverge
 whose loss turns non-finite, or that reached its target accuracy, stops changing (its update is masked), and
 its NaN never reaches the others. A member's result file is exactly its solo run's (spectra measured from its
 own parameters loaded into a solo model), plus the attributes ``pack`` and ``pack_members``.
+
+Once half of the stacked members have finished, the pack drops them from the stacked tensors (``compact``):
+the rest train on at the cost of fewer members (a torch.compile'd pack recompiles once per halving). ``slots``
+maps each stacked row to its member.
 """
 from __future__ import annotations
 
@@ -132,6 +136,7 @@ class Pack:
         self.order = BatchOrder([s.seed for s in specs], tc.batch_size, len(self.tensors.train_x), self.device)
         self.active = torch.ones(len(specs), dtype=torch.bool, device=self.device)
         self.diverged_at = torch.full((len(specs),), -1, dtype=torch.long, device=self.device)
+        self.slots = list(range(len(specs)))       # stacked row -> member index
         self.members = [Member(s) for s in specs]
         self.name = hashlib.sha256(" ".join(s.run_id for s in specs).encode()).hexdigest()[:12]
         compiled = compile_requested(compile)
@@ -179,12 +184,12 @@ class Pack:
 
     @torch.no_grad()
     def evaluate_all(self) -> list[dict[str, dict]]:
-        """Per member, {split: accuracy, loss, perplexity} on every evaluation split (one vmapped forward per
-        chunk)."""
+        """Per stacked row (``slots``), {split: accuracy, loss, perplexity} on every evaluation split (one vmapped
+        forward per chunk)."""
         bs = max(1, self.specs[0].eval.batch_size // len(self.specs))
         fwd = vmap(self.forward, in_dims=(0, 0, None, None))
         per_member = vmap(eval_sums, in_dims=(0, None))
-        out = [{} for _ in self.specs]
+        out = [{} for _ in self.slots]
         with autocast(self.device), sdpa_kernel(SDPA_BACKENDS):
             for split, (x, positions, y) in self.tensors.splits.items():
                 sums = 0
@@ -197,9 +202,10 @@ class Pack:
 
     def load_member(self, i: int):
         """Member i's parameters in the solo model."""
+        r = self.slots.index(i)
         with torch.no_grad():
-            state = {n: p[i] for n, p in zip(self.names, self.params)}
-            state.update({n: b[i] for n, b in self.buffers.items()})
+            state = {n: p[r] for n, p in zip(self.names, self.params)}
+            state.update({n: b[r] for n, b in self.buffers.items()})
             keys = self.solo.state_dict().keys()              # non-persistent buffers are not loaded
             self.solo.load_state_dict({k: v for k, v in state.items() if k in keys})
         return self.solo
@@ -210,6 +216,31 @@ class Pack:
     # -- bookkeeping at read points -------------------------------------------------------------
     def running(self) -> list[int]:
         return [i for i, m in enumerate(self.members) if not m.done]
+
+    def compact(self, rows: list[int]) -> None:
+        """Keep only the stacked rows ``rows`` (members still training): parameters, buffers, optimiser state,
+        learning rates, masks and batch order shrink to them; nothing of theirs changes."""
+        assert not self.pending, "read the queued losses first"
+        idx = torch.tensor(rows, device=self.device)
+        with torch.no_grad():
+            self.params = [p.detach()[idx].clone().requires_grad_() for p in self.params]
+            self.buffers = {n: b[idx].clone() for n, b in self.buffers.items()}
+        old = self.opt
+        self.opt = StackedAdamW(self.params, old.weight_decay, betas=old.betas, eps=old.eps)
+        self.opt.load_state_dict(dict(exp_avg=[t[idx] for t in old.exp_avg], exp_avg_sq=[t[idx] for t in old.exp_avg_sq],
+                                      steps=old.steps[idx]))
+        self.lr = self.lr[:, idx].contiguous()
+        self.active, self.diverged_at = self.active[idx], self.diverged_at[idx]
+        self.slots = [self.slots[r] for r in rows]
+        self.order = BatchOrder([self.specs[i].seed for i in self.slots], self.tc.batch_size,
+                                len(self.tensors.train_x), self.device)
+        log.info("pack %s: %d members left in the stacked computation", self.name, len(rows))
+
+    def compact_if_half_done(self) -> None:
+        running = set(self.running())
+        rows = [r for r, i in enumerate(self.slots) if i in running]
+        if rows and len(rows) <= len(self.slots) // 2:
+            self.compact(rows)
 
     @property
     def done(self) -> bool:
@@ -222,16 +253,19 @@ class Pack:
         diverged, at their first non-finite step."""
         if not self.pending:
             return
-        losses = torch.stack(self.pending, dim=1).tolist()       # (members, pending)
+        losses = torch.stack(self.pending, dim=1).tolist()       # (stacked rows, pending)
         diverged_at = self.diverged_at.tolist()
         first = self.step - len(self.pending)
         self.pending = []
-        for i in self.running():
-            m, end = self.members[i], self.step if diverged_at[i] < 0 else diverged_at[i]
+        running = set(self.running())
+        for r, i in enumerate(self.slots):
+            if i not in running:
+                continue
+            m, end = self.members[i], self.step if diverged_at[r] < 0 else diverged_at[r]
             m.curve["train_step"].extend(range(first + 1, end + 1))
-            m.curve["train_loss"].extend(losses[i][: end - first])
+            m.curve["train_loss"].extend(losses[r][: end - first])
             m.step = end
-            if diverged_at[i] >= 0:
+            if diverged_at[r] >= 0:
                 log.warning("%s diverged at step %d", m.spec.run_id, end)
                 m.status = "diverged"
                 self.finish(i)
@@ -240,7 +274,7 @@ class Pack:
         """Member i stops changing; measure its trained spectrum and write its result file."""
         m = self.members[i]
         m.done = True
-        self.active[i] = False
+        self.active[self.slots.index(i)] = False
         m.elapsed = time.perf_counter() - self.started
         if m.status == "ok":
             m.stages["trained"] = m.during[m.step] = self.measure(i)
@@ -257,7 +291,7 @@ class Pack:
                                                "elapsed")} for m in self.members]
         return dict(params=[p.detach() for p in self.params], buffers=self.buffers, opt=self.opt.state_dict(),
                     active=self.active, diverged_at=self.diverged_at, step=self.step, members=members,
-                    elapsed=self.elapsed, config_hash=self.config_hash())
+                    elapsed=self.elapsed, config_hash=self.config_hash(), slots=self.slots)
 
     def config_hash(self) -> str:
         """The pack's identity: its members' config hashes, in order."""
@@ -271,6 +305,8 @@ class Pack:
         state = load_checkpoint_or_none(self.checkpoint_path, self.device, self.config_hash())
         if state is None:   # missing, corrupt (moved aside) or for another pack: start from scratch
             return
+        if state.get("slots", self.slots) != self.slots:   # saved after compacting: compact the same way
+            self.compact(state["slots"])
         with torch.no_grad():
             for p, q in zip(self.params, state["params"]):
                 p.copy_(q)
@@ -310,13 +346,15 @@ class Pack:
             if evaluating and self.running():
                 results = self.evaluate_all()
                 split = self.tensors.stop_split
+                results = {i: results[r] for r, i in enumerate(self.slots)}      # by member
                 log.info("pack %s step %d: %s acc %s", self.name, self.step, split,
                          " ".join(f"{results[i][split]['acc']:.3f}" for i in self.running()))
                 for i in self.running():
                     record_eval(self.members[i].curve, self.members[i].step, results[i])
-                    if results[i][self.tensors.stop_split]["acc"] >= self.specs[i].train.target_acc:
+                    if results[i][split]["acc"] >= self.specs[i].train.target_acc:
                         log.info("%s reached target accuracy at step %d", self.specs[i].run_id, self.step)
                         self.finish(i)
+            self.compact_if_half_done()
             if checkpointing:
                 self.elapsed = time.perf_counter() - self.started
                 self.save_checkpoint()
