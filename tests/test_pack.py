@@ -40,6 +40,12 @@ def assert_same_run(solo, packed, tol=1e-6):
     np.testing.assert_array_equal(packed.eval_step.values, solo.eval_step.values)
 
 
+def assert_bit_identical(runs, others):
+    for a, b in zip(runs, others, strict=True):
+        for v in ("train_loss", "bin_fraction", "test_acc"):
+            np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+
+
 @pytest.mark.parametrize("arch", [a for a, info in registry.MIXERS.items() if info.packable])
 def test_pack_of_four_equals_the_four_solo_runs(tmp_path, arch):
     specs = grid(arch, steps=SLOW.get(arch, 120))
@@ -163,10 +169,7 @@ def test_pack_resumes_exactly_from_its_checkpoint(tmp_path):
         PreemptedAtFirstEval(specs, outs, ckpt, **F64).train()
     assert ckpt.exists() and not any(o.exists() for o in outs)
     resumed = train_pack(specs, outs, ckpt, **F64)
-    for a, b in zip(ref, resumed):
-        np.testing.assert_array_equal(a.train_loss.values, b.train_loss.values)
-        np.testing.assert_array_equal(a.bin_fraction.values, b.bin_fraction.values)
-        np.testing.assert_array_equal(a.test_acc.values, b.test_acc.values)
+    assert_bit_identical(ref, resumed)
     assert not ckpt.exists()
 
 
@@ -203,10 +206,7 @@ def test_compacted_pack_resumes_exactly_from_its_checkpoint(tmp_path):
         PreemptedAfterCompacting(specs, outs, ckpt, **F64).train()
     assert torch.load(ckpt, weights_only=False)["slots"] == [1, 3]
     resumed = train_pack(specs, outs, ckpt, **F64)
-    for a, b in zip(ref, resumed):
-        np.testing.assert_array_equal(a.train_loss.values, b.train_loss.values)
-        np.testing.assert_array_equal(a.bin_fraction.values, b.bin_fraction.values)
-        np.testing.assert_array_equal(a.test_acc.values, b.test_acc.values)
+    assert_bit_identical(ref, resumed)
 
 
 def test_corrupt_pack_checkpoint_is_moved_aside_and_the_pack_starts_from_scratch(tmp_path):
