@@ -186,7 +186,7 @@ class Pack:
     def evaluate_all(self) -> list[dict[str, dict]]:
         """Per stacked row (``slots``), {split: accuracy, loss, perplexity} on every evaluation split (one vmapped
         forward per chunk)."""
-        bs = max(1, self.specs[0].eval.batch_size // len(self.specs))
+        bs = max(1, self.specs[0].eval.batch_size // len(self.slots))
         fwd = vmap(self.forward, in_dims=(0, 0, None, None))
         per_member = vmap(eval_sums, in_dims=(0, None))
         out = [{} for _ in self.slots]
@@ -227,8 +227,8 @@ class Pack:
             self.buffers = {n: b[idx].clone() for n, b in self.buffers.items()}
         old = self.opt
         self.opt = StackedAdamW(self.params, old.weight_decay, betas=old.betas, eps=old.eps)
-        self.opt.load_state_dict(dict(exp_avg=[t[idx] for t in old.exp_avg], exp_avg_sq=[t[idx] for t in old.exp_avg_sq],
-                                      steps=old.steps[idx]))
+        self.opt.load_state_dict(dict(exp_avg=[t[idx] for t in old.exp_avg],
+                                      exp_avg_sq=[t[idx] for t in old.exp_avg_sq], steps=old.steps[idx]))
         self.lr = self.lr[:, idx].contiguous()
         self.active, self.diverged_at = self.active[idx], self.diverged_at[idx]
         self.slots = [self.slots[r] for r in rows]
