@@ -7,7 +7,7 @@ SIGTERM); `wait` watches them for one slice and copies the finished result files
 slice's `launch` finds the scheduler still running (or resumes the packs from their checkpoints). Result
 files are the workflow's: copy them to ``results/<sweep>/runs/`` and Snakemake accepts them.
 
-    python benchmarks/gpu_queue.py launch mqar_paper --workers 1 --archs mamba2 [--pack 2]
+    python benchmarks/gpu_queue.py launch mqar_paper --workers 1 --archs mamba2 [--pack 2] [--only ID ...]
     python benchmarks/gpu_queue.py wait --seconds 540 --out $OUT
     python benchmarks/gpu_queue.py stop
 
@@ -42,7 +42,9 @@ def alive(pid_file: Path) -> bool:
 
 
 def packs_to_train(config_path: str, sweep: str, state: Path, archs: list[str] | None,
-                   size: int | None = None) -> dict[str, list]:
+                   size: int | None = None, only: list[str] | None = None) -> dict[str, list]:
+    """The packs with runs whose result file in ``state``/runs is missing or stale, {pack id: those runs};
+    ``archs``/``only`` (pack ids): just these, in this order."""
     from eigsweep.config import load_config, pack_size, sweep_runs
     from eigsweep.jobs import stale_members
     from eigsweep.packs import group_packs
@@ -52,6 +54,11 @@ def packs_to_train(config_path: str, sweep: str, state: Path, archs: list[str] |
     packs = group_packs(runs, size or pack_size(config, sweep))
     if archs:   # in the order asked for
         packs = dict(sorted(packs.items(), key=lambda kv: archs.index(kv[1][0].arch)))
+    if only:
+        unknown = sorted(set(only) - set(packs))
+        if unknown:
+            raise SystemExit(f"gpu_queue: no pack {', '.join(unknown)} in sweep {sweep}; packs: {', '.join(packs)}")
+        packs = {pid: packs[pid] for pid in only}
     out = {}
     for pid, members in packs.items():
         todo = stale_members(members, [state / "runs" / f"{m.run_id}.nc" for m in members])
@@ -63,7 +70,8 @@ def packs_to_train(config_path: str, sweep: str, state: Path, archs: list[str] |
 def common(args) -> list[str]:
     """The options a scheduler passes on to its packs."""
     return ["--state", str(args.state), "--config", args.config, *(["--archs", *args.archs] if args.archs else []),
-            *(["--eager"] if args.eager else []), *(["--pack", str(args.pack_size)] if args.pack_size else [])]
+            *(["--eager"] if args.eager else []), *(["--pack", str(args.pack_size)] if args.pack_size else []),
+            *(["--only", *args.only] if args.only else [])]
 
 
 def launch(args) -> None:
@@ -83,7 +91,7 @@ def schedule(args) -> None:
     """Run the packs with missing runs, ``workers`` at a time, until none is left (or SIGTERM)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
     state = Path(args.state)
-    queue = list(packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size))
+    queue = list(packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size, args.only))
     logging.info("queue: %s", " ".join(queue))
     running: dict[str, subprocess.Popen] = {}
     stopping = []
@@ -114,7 +122,7 @@ def pack(args) -> None:
     from eigsweep.train import Preempted
 
     state = Path(args.state)
-    members = packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size).get(args.pack)
+    members = packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size, args.only).get(args.pack)
     if not members:
         return
     outs = [state / "runs" / f"{m.run_id}.nc" for m in members]
@@ -134,7 +142,8 @@ def pack(args) -> None:
             if args.eager:
                 raise
             logging.exception("compiled pack failed; training it eagerly (from its checkpoint, if any)")
-            members = packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size).get(args.pack) or []
+            left = packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size, args.only)
+            members = left.get(args.pack) or []
             outs = [state / "runs" / f"{m.run_id}.nc" for m in members]
             if members:
                 train_pack(members, outs, ckpt, on_start, compile=False)
@@ -190,6 +199,7 @@ def main() -> None:
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--archs", nargs="*")
+    p.add_argument("--only", nargs="*", help="pack ids (`snakemake -n` or the scheduler log lists them), in order")
     p.add_argument("--eager", action="store_true", help="no torch.compile")
     p.add_argument("--pack", dest="pack_size", type=int, default=None, help="runs per pack (default: the sweep's)")
     p.add_argument("--seconds", type=float, default=540)

@@ -32,6 +32,11 @@ def queue(*args, cwd):
 def test_queue_trains_every_pack_and_hands_out_result_files_the_workflow_accepts(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     state, out = tmp_path / "state", tmp_path / "out"
+    queue("launch", "q", "--state", str(state), "--eager", "--pack", "2", "--only", "linear-tiny-pack3", cwd=tmp_path)
+    log = queue("wait", "--state", str(state), "--seconds", "120", "--out", str(out), cwd=tmp_path).stdout
+    assert "2 runs done; scheduler\nstopped" in log, log                     # that pack only: linear, seed 1
+    assert sorted(json.loads((out / "done.json").read_text())) == ["linear-tiny-none-s1-lr1.00e-03",
+                                                                   "linear-tiny-none-s1-lr3.00e-03"]
     queue("launch", "q", "--state", str(state), "--workers", "2", "--eager", "--pack", "2", cwd=tmp_path)
     log = queue("wait", "--state", str(state), "--seconds", "240", "--out", str(out), cwd=tmp_path).stdout
     assert "8 runs done; scheduler\nstopped" in log, log
@@ -42,7 +47,7 @@ def test_queue_trains_every_pack_and_hands_out_result_files_the_workflow_accepts
     outs = [tmp_path / "back/runs" / f"{s.run_id}.nc" for s in specs]
     assert stale_members(specs, outs) == []      # valid files of exactly these specs
     packs = (state / "logs/scheduler.log").read_text()
-    assert packs.count("started") == 4 and "softmax-tiny-pack0" in packs   # packs of 2, not the sweep's 4
+    assert packs.count("started") == 4 and "softmax-tiny-pack0" in packs   # packs of 2, not the sweep's 4: 1 + 3
     # a second launch finds nothing left to train
     queue("launch", "q", "--state", str(state), "--eager", "--pack", "2", cwd=tmp_path)
     log = queue("wait", "--state", str(state), "--seconds", "60", "--out", str(out), cwd=tmp_path).stdout
