@@ -323,6 +323,25 @@ def test_no_step_boundary_in_time_requeues_from_the_last_periodic_checkpoint(
     assert torch.load(ckpt, weights_only=False)["step"] == 4 and not out.exists()   # untouched periodic one
 
 
+def test_a_job_requeued_after_its_run_finished_trains_nothing(tmp_path, monkeypatch):
+    """`scontrol requeue` can land after the run wrote its result (its SIGTERM is ignored by submitit and the
+    run ends within KillWait): the requeued job then returns the written result instead of training again;
+    a result of another configuration is retrained."""
+    spec = tiny_spec(steps=6)
+    out = tmp_path / f"{spec.run_id}.nc"
+    train_run(spec, out)
+    written = out.stat().st_mtime_ns
+
+    def no_training(*a, **kw):
+        raise AssertionError("trained again")
+    monkeypatch.setattr(train_mod, "train_run", no_training)
+    assert TrainJob(spec.to_json(), str(out), None)() == dict(run=spec.run_id, status="ok", steps_done=6)
+    assert out.stat().st_mtime_ns == written   # the file was left as it was
+    other = tiny_spec(steps=8)   # same run id, another configuration: its file is stale
+    with pytest.raises(AssertionError, match="trained again"):
+        TrainJob(other.to_json(), str(out), None)()
+
+
 def test_the_waiter_never_imports_torch():
     """What the Snakemake job runs in slurm mode (slurm, config, submitit, pickling the job) is torch-free."""
     code = ("import sys, cloudpickle, submitit\n"

@@ -308,6 +308,14 @@ class TrainJob:
         job_id = os.environ.get("SLURM_JOB_ID", "?")
         log.info("%s: Slurm job %s (restart %s) on %s", self.label(), job_id,
                  os.environ.get("SLURM_RESTART_COUNT", "0"), os.uname().nodename)
+        from eigsweep.jobs import stale_members
+        from eigsweep.results import read_run_file
+
+        specs = [RunSpec.from_json(s) for s in (self.spec_json if self.is_pack else [self.spec_json])]
+        outs = self.out if self.is_pack else [self.out]
+        if not stale_members(specs, outs):   # Slurm requeued the job after it had written every result
+            log.info("%s: every result file is already written for this spec: nothing to train", self.label())
+            return self.summary([read_run_file(o) for o in outs])
         state = {}
         on_start = lambda trainer: self._defer_signal(trainer, state)   # noqa: E731
         try:
@@ -326,6 +334,10 @@ class TrainJob:
             signal.alarm(0)
             state["handler"](state["signum"], None)   # submitit: checkpoint(), requeue, exit
             raise   # not reached: submitit exits, or raises if it refuses to requeue
+        return self.summary(results)
+
+    def summary(self, results) -> dict:
+        """What the job returns to the waiter: each run's id, status and steps."""
         summary = [dict(run=str(ds.run_id.values), status=str(ds.status.values), steps_done=int(ds.steps_done.values))
                    for ds in results]
         return dict(pack=self.name, runs=summary) if self.is_pack else summary[0]

@@ -194,7 +194,9 @@ def test_requeued_and_preempted_runs_resume_from_checkpoint(tmp_path):
     step, checkpoint at the next step boundary, requeue); both match an uninterrupted local run."""
     sweep = f"requeue_{TOKEN}"
     config = tiny_config({sweep: dict(arch=["softmax", "linear"],
-                                      train=dict(steps=4000, eval_every=1000, checkpoint_every=100))})
+                                      # long enough that `scontrol requeue`'s SIGKILL (KillWait 5 s after its
+                                      # SIGTERM, which submitit ignores) always comes before the run ends
+                                      train=dict(steps=16000, eval_every=4000, checkpoint_every=100))})
     wd = workdir(tmp_path / "slurm_run", config)
     proc = popen_snakemake(wd, f"results/{sweep}/summary.nc")
     ckpts = {arch: wd / f"results/{sweep}/checkpoints/{arch}-tiny-none-s0-lr3.00e-03.pt"
