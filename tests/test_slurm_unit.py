@@ -342,6 +342,24 @@ def test_a_job_requeued_after_its_run_finished_trains_nothing(tmp_path, monkeypa
         TrainJob(other.to_json(), str(out), None)()
 
 
+def test_a_job_whose_step_could_not_reach_the_controller_is_told_apart(tmp_path):
+    """srun failing to confirm the allocation during a controller outage: the job never started and is
+    submitted again (run_slurm); a job that started (submitit's job environment logged) is never called that."""
+    from types import SimpleNamespace
+
+    def job(err: str, out: str = ""):
+        (tmp_path / "e").write_text(err)
+        (tmp_path / "o").write_text(out)
+        return SimpleNamespace(paths=SimpleNamespace(stderr=tmp_path / "e", stdout=tmp_path / "o"))
+    lost = ("srun: error: Unable to confirm allocation for job 31: Unable to contact slurm controller (connect "
+            "failure)\nsrun: Check SLURM_JOB_ID environment variable. Expired or invalid job 31\n")
+    assert "Unable to confirm allocation" in slurm.never_started_for_want_of_the_controller(job(lost))
+    started = "submitit INFO (2026) - Starting with SlurmJobEnvironment(job_id=31, hostname=vm)\n" + lost
+    assert slurm.never_started_for_want_of_the_controller(job(started)) is None
+    assert slurm.never_started_for_want_of_the_controller(job("Traceback: ValueError: bad\n")) is None
+    assert slurm.never_started_for_want_of_the_controller(job("", "")) is None
+
+
 def test_the_waiter_never_imports_torch():
     """What the Snakemake job runs in slurm mode (slurm, config, submitit, pickling the job) is torch-free."""
     code = ("import sys, cloudpickle, submitit\n"

@@ -8,12 +8,16 @@ What it guards against:
 - a job pending for a reason that can never clear (``PartitionConfig``, a resource no node of the partition
   has): one line naming what the partition lacks, and the job is cancelled;
 - the controller being unreachable (``sbatch``/``squeue``/``sacct`` failing with a communication error):
-  retried with back-off for ``retry_s`` seconds (Slurm resources key, default in eigsweep.config.Slurm);
+  retried with back-off for ``retry_s`` seconds (Slurm resources key, default in eigsweep.config.Slurm); a job
+  whose step could not start for the same reason (srun: "Unable to confirm allocation") is submitted again,
+  within the same ``retry_s``;
 - Snakemake stopping in any way (SIGINT/SIGTERM/SIGHUP to the waiter, Snakemake told to stop, Snakemake
   gone): the Slurm job is cancelled;
 - ``scancel --signal=USR2 --batch``: the batch shell forwards the signal to the job step, which checkpoints
   and requeues (see TrainJob);
-- a time limit too short to make progress: the job stops requeueing with one line naming ``time_min``.
+- a time limit too short to make progress: the job stops requeueing with one line naming ``time_min``;
+- a job requeued after its run wrote its result (``scontrol requeue`` racing the end of the run): it trains
+  nothing and returns the result.
 """
 from __future__ import annotations
 
@@ -494,6 +498,54 @@ def final_state(job_id: str, retry_s: float, wait_s: float = 30) -> str:
         time.sleep(1)
 
 
+def wait_for(job, run: str, retry_s: float, cancel, fail):
+    """Wait for a submitted job's result: the result file every second, the queue every 2, 4, … SLURM_POLL_S
+    seconds; a job pending for a reason that can never clear is cancelled and fails (``fail``). Raises
+    submitit's FailedJobError/UncompletedJobError when the job ends without a result."""
+    from submitit.core.utils import UncompletedJobError
+
+    pause, next_query, state, reported = 2.0, time.monotonic() + 2.0, "PENDING", None
+    while not job.paths.result_pickle.exists():
+        time.sleep(1)
+        if time.monotonic() < next_query:
+            continue
+        state, reason = query_state(job.job_id, retry_s)
+        if state in FINAL_STATES:
+            for _ in range(10):   # the result file may show up late on a shared file system
+                if job.paths.result_pickle.exists():
+                    break
+                time.sleep(1)
+            break
+        if state == "PENDING" and reason and reason != reported:
+            reported = reason
+            why = explain_pending(job.job_id, reason, retry_s)
+            if why:
+                cancel(None)
+                fail(f"{run}: {why}; cancelled")
+            if reason not in ("None", "Priority", "Resources", "BeginTime"):
+                log.info("%s: Slurm job %s pending (reason %s)", run, job.job_id, reason)
+        pause = min(2 * pause, SLURM_POLL_S)
+        next_query = time.monotonic() + pause
+    if job.paths.result_pickle.exists():
+        return job.result()
+    raise UncompletedJobError(f"the job ended in state {state} without writing a result")
+
+
+def never_started_for_want_of_the_controller(job) -> str | None:
+    """The controller error (one line) of a job whose step could not start because slurmctld was unreachable
+    (srun: "Unable to confirm allocation … Unable to contact slurm controller"), None otherwise: a job that
+    got as far as submitit's Python (which logs its job environment) is never called that."""
+    def text(path):
+        try:
+            return path.read_text(errors="replace")
+        except OSError:
+            return ""
+    err, out = text(job.paths.stderr), text(job.paths.stdout)
+    if "JobEnvironment" in err + out or "(restart " in err + out:
+        return None
+    return _first_error_line(err) if TRANSIENT.search(err) else None
+
+
 def run_slurm(spec_json: str | list[str], out: str | Path | list, checkpoint: str | Path | None,
               log_file: str | Path | None, resources: dict, folder: str | Path | None = None,
               name: str | None = None) -> dict:
@@ -555,22 +607,6 @@ def run_slurm(spec_json: str | list[str], out: str | Path | list, checkpoint: st
         log.error(msg)
         raise SlurmJobFailed(msg)
 
-    try:
-        job = retry(lambda: executor.submit(job_fn), f"{run}: sbatch", retry_s)
-    except (SlurmUnavailable, FailedJobError, subprocess.CalledProcessError) as e:
-        why = _first_error_line(str(e))
-        if re.search(r"node configuration is not available|can not be satisfied", str(e)):
-            try:
-                why = explain_rejected(resources, retry_s)
-            except Exception:  # noqa: BLE001 - keep sbatch's own words
-                pass
-        fail(f"{run}: submitting to Slurm failed: {why}")
-    holder["job"] = job
-    log.info("%s: submitted Slurm job %s (%s); logs in %s", run, job.job_id,
-             ", ".join(f"{k}={v}" for k, v in resources.items() if v not in (None, {}, "")), folder)
-    if "signal" in holder:   # interrupted while submitting
-        on_signal(holder["signal"], None)
-
     snakemake = snakemake_process()
     if snakemake is None:
         log.info("%s: no Snakemake process above this one: not watching it", run)
@@ -586,41 +622,39 @@ def run_slurm(spec_json: str | list[str], out: str | Path | list, checkpoint: st
     if snakemake is not None:
         threading.Thread(target=watchdog, daemon=True).start()
 
-    # wait: the result file every second, the queue every 2, 4, … SLURM_POLL_S seconds
-    pause, next_query, state, reported = 2.0, time.monotonic() + 2.0, "PENDING", None
-    try:
-        while not job.paths.result_pickle.exists():
-            time.sleep(1)
-            if time.monotonic() < next_query:
+    first_lost = None   # when a job first failed to start for want of the controller
+    while True:
+        try:
+            job = retry(lambda: executor.submit(job_fn), f"{run}: sbatch", retry_s)
+        except (SlurmUnavailable, FailedJobError, subprocess.CalledProcessError) as e:
+            why = _first_error_line(str(e))
+            if re.search(r"node configuration is not available|can not be satisfied", str(e)):
+                try:
+                    why = explain_rejected(resources, retry_s)
+                except Exception:  # noqa: BLE001 - keep sbatch's own words
+                    pass
+            fail(f"{run}: submitting to Slurm failed: {why}")
+        holder["job"] = job
+        log.info("%s: submitted Slurm job %s (%s); logs in %s", run, job.job_id,
+                 ", ".join(f"{k}={v}" for k, v in resources.items() if v not in (None, {}, "")), folder)
+        if "signal" in holder:   # interrupted while submitting
+            on_signal(holder["signal"], None)
+        try:
+            result = wait_for(job, run, retry_s, cancel, fail)
+            break
+        except (FailedJobError, UncompletedJobError) as e:
+            state = final_state(job.job_id, retry_s)   # never a stale state: ask the accounting database
+            lost = never_started_for_want_of_the_controller(job)
+            first_lost = first_lost or (time.monotonic() if lost else None)
+            if lost and time.monotonic() - first_lost < retry_s:
+                log.warning("%s: Slurm job %s failed before it started (%s); submitting it again", run, job.job_id,
+                            lost)
                 continue
-            state, reason = query_state(job.job_id, retry_s)
-            if state in FINAL_STATES:
-                for _ in range(10):   # the result file may show up late on a shared file system
-                    if job.paths.result_pickle.exists():
-                        break
-                    time.sleep(1)
-                break
-            if state == "PENDING" and reason and reason != reported:
-                reported = reason
-                why = explain_pending(job.job_id, reason, retry_s)
-                if why:
-                    cancel(None)
-                    fail(f"{run}: {why}; cancelled")
-                if reason not in ("None", "Priority", "Resources", "BeginTime"):
-                    log.info("%s: Slurm job %s pending (reason %s)", run, job.job_id, reason)
-            pause = min(2 * pause, SLURM_POLL_S)
-            next_query = time.monotonic() + pause
-        if job.paths.result_pickle.exists():
-            result = job.result()
-        else:
-            raise UncompletedJobError(f"the job ended in state {state} without writing a result")
-    except (FailedJobError, UncompletedJobError) as e:
-        done.set()
-        state = final_state(job.job_id, retry_s)   # never a stale state: ask the accounting database
-        fail(failure_message(job.job_id, run, state, job.paths.stderr, _tail(job.paths.stdout) or str(e)[-4000:]))
-    except SlurmUnavailable as e:
-        done.set()
-        fail(f"{run}: lost track of Slurm job {job.job_id} (left in the queue): {e}")
+            done.set()
+            fail(failure_message(job.job_id, run, state, job.paths.stderr, _tail(job.paths.stdout) or str(e)[-4000:]))
+        except SlurmUnavailable as e:
+            done.set()
+            fail(f"{run}: lost track of Slurm job {job.job_id} (left in the queue): {e}")
     done.set()
     log.info("%s: Slurm job %s finished: %s", run, job.job_id, result)
     return result
