@@ -461,9 +461,12 @@ exec {real} "$@"
     assert proc.returncode == 0, out[-4000:]
     lines = lambda name: len((tmp_path / name).read_text().split())   # noqa: E731
     assert lines("failed") >= 2 and lines("delegated") >= 3   # (two waiters may fail at once)
-    jobs = wait_for_jobs(sweep, 3)
-    assert len(jobs) == 3 and {s for _, _, s in jobs} == {"COMPLETED"}, jobs
     logs = "".join(f.read_text() for f in (wd / f"results/{sweep}/logs").glob("*.log"))
+    # a job whose step met the outage as it started fails at once and is submitted again (said in its log)
+    again = logs.count("failed before it started")
+    jobs = wait_for_jobs(sweep, 3 + again)
+    states = sorted(s.split()[0] for _, _, s in jobs)
+    assert len(jobs) == 3 + again and states.count("COMPLETED") == 3, (jobs, again)
     assert "Slurm unreachable (sbatch: error: Batch job submission failed: Unable to contact slurm controller" in logs
     assert len(run_files(wd, sweep)) == 3
 
