@@ -190,7 +190,8 @@ def test_logits_at_labelled_positions_give_the_same_loss_and_accuracy():
     gathered = train_mod.loss_fn(t.model(x, pos[:8]), lab[:8])
     torch.testing.assert_close(full, gathered, rtol=1e-12, atol=0)
     a = train_mod.evaluate(t.model, t.data.test_x, t.data.test_y, 16, "cpu")
-    b = train_mod.evaluate(t.model, t.tensors.test_x, t.tensors.test_y, 16, "cpu", t.tensors.test_pos)
+    test_x, test_pos, test_y = t.tensors.splits["test"]
+    b = train_mod.evaluate(t.model, test_x, test_y, 16, "cpu", test_pos)
     assert a["acc"] == b["acc"] and abs(a["loss"] - b["loss"]) < 1e-12
 
 

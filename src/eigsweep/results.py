@@ -3,8 +3,9 @@
 Contract (checked by ``check_result``): spectra by stage (init/trained), a fine |λ| histogram, spectra at
 checkpoint steps during training, the training curve, final/best accuracy, the run's axes as coordinates
 and provenance. Tasks with a validation split add its curve and final/best accuracy (``val_acc``,
-``final_val_acc``, ``best_val_acc``): the split that decided the early stop and decides the learning rate. A half-written file never exists under the final name: we write a temporary file in the
-same directory and rename it.
+``final_val_acc``, ``best_val_acc``): the split that decided the early stop and decides the learning rate.
+A half-written file never exists under the final name: we write a temporary file in the same directory and
+rename it.
 """
 from __future__ import annotations
 
@@ -139,6 +140,12 @@ def run_status(status: str, train_loss) -> str:
     return "unstable" if status == "ok" and loss_rise(train_loss) > UNSTABLE_LOSS_RATIO else status
 
 
+def final_and_best(accs: np.ndarray) -> tuple[float, float]:
+    """The last and the largest finite accuracy of a curve (NaN, NaN without one)."""
+    finite = accs[np.isfinite(accs)]
+    return (float(finite[-1]), float(finite.max())) if len(finite) else (np.nan, np.nan)
+
+
 def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Dataset], curve: dict,
                  status: str, wall_time_s: float, device: str) -> xr.Dataset:
     """Assemble a run's Dataset from its spectra ({"init": ds, "trained": ds}), the spectra measured at
@@ -159,18 +166,14 @@ def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Datas
     ds["test_loss"] = ("eval_step", np.asarray(curve["test_loss"], dtype=float))
     ds = ds.assign_coords(train_step=np.asarray(curve["train_step"], dtype=np.int64),
                           eval_step=np.asarray(curve["eval_step"], dtype=np.int64))
-    finite = accs[np.isfinite(accs)]
-    ds["final_acc"] = float(finite[-1]) if len(finite) else np.nan
-    ds["best_acc"] = float(finite.max()) if len(finite) else np.nan
+    ds["final_acc"], ds["best_acc"] = final_and_best(accs)
     if "test_ppl" in curve:
         ds["test_ppl"] = ("eval_step", np.asarray(curve["test_ppl"], dtype=float))
     if curve.get("val_acc"):   # a task with a validation split: it decided the early stop
         val = np.asarray(curve["val_acc"], dtype=float)
         ds["val_acc"] = ("eval_step", val)
         ds["val_loss"] = ("eval_step", np.asarray(curve["val_loss"], dtype=float))
-        finite = val[np.isfinite(val)]
-        ds["final_val_acc"] = float(finite[-1]) if len(finite) else np.nan
-        ds["best_val_acc"] = float(finite.max()) if len(finite) else np.nan
+        ds["final_val_acc"], ds["best_val_acc"] = final_and_best(val)
     status = run_status(status, curve["train_loss"])
     ds["status"] = status
     ds["loss_rise"] = loss_rise(curve["train_loss"])

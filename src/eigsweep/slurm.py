@@ -405,12 +405,16 @@ class SlurmJobFailed(SystemExit):
         return self.message
 
 
-def _tail(path: Path, n: int = TAIL_LINES) -> str:
+def _read(path: Path) -> str:
+    """A job log's text, "" when it is missing or unreadable."""
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        return path.read_text(errors="replace")
     except OSError:
         return ""
-    return "\n".join(lines[-n:])
+
+
+def _tail(path: Path, n: int = TAIL_LINES) -> str:
+    return "\n".join(_read(path).splitlines()[-n:])
 
 
 def failure_message(job_id: str, run: str, state: str, log_path: Path, fallback: str) -> str:
@@ -418,10 +422,7 @@ def failure_message(job_id: str, run: str, state: str, log_path: Path, fallback:
     the log is empty). A job that refused to requeue for want of progress (TrainJob.checkpoint) says so in the
     first line, as the tail may have lost that line behind submitit's traceback."""
     tail = _tail(log_path) or fallback
-    try:
-        why = [line for line in log_path.read_text(errors="replace").splitlines() if NO_PROGRESS in line]
-    except OSError:
-        why = []
+    why = [line for line in _read(log_path).splitlines() if NO_PROGRESS in line]
     if why:
         tail = "\n".join(line for line in tail.splitlines() if NO_PROGRESS not in line)
     first = f": {why[-1].split(' eigsweep.slurm ', 1)[-1].removeprefix(f'{run}: ')}" if why else "."
@@ -535,12 +536,7 @@ def never_started_for_want_of_the_controller(job) -> str | None:
     """The controller error (one line) of a job whose step could not start because slurmctld was unreachable
     (srun: "Unable to confirm allocation … Unable to contact slurm controller"), None otherwise: a job that
     got as far as submitit's Python (which logs its job environment) is never called that."""
-    def text(path):
-        try:
-            return path.read_text(errors="replace")
-        except OSError:
-            return ""
-    err, out = text(job.paths.stderr), text(job.paths.stdout)
+    err, out = _read(job.paths.stderr), _read(job.paths.stdout)
     if "JobEnvironment" in err + out or "(restart " in err + out:
         return None
     return _first_error_line(err) if TRANSIENT.search(err) else None

@@ -170,7 +170,6 @@ class TaskTensors:
                 pos, labels = labelled_positions(y[:n_test])
                 self.splits[name] = (fix(x[:n_test]).to(device), None if pos is None else pos.to(device),
                                      labels.to(device))
-        self.test_x, self.test_pos, self.test_y = self.splits["test"]
         self.eval_batch = fix(d.test_x[: spec.eval.n_samples])          # fixed batch for the spectra
 
     @property

@@ -99,9 +99,8 @@ def best_lr_runs(ds: xr.Dataset, acc: str = "final_acc") -> xr.Dataset:
 
 def lr_note(ds: xr.Dataset, acc: str = "final_acc") -> str:
     """How the figures' learning rate per model was chosen, for sweeps with several ("" otherwise)."""
-    groups = set(zip(ds.task.values.tolist(), ds.arch.values.tolist(), ds.modification.values.tolist()))
-    if len(set(zip(ds.task.values.tolist(), ds.arch.values.tolist(), ds.modification.values.tolist(),
-                   ds.lr.values.tolist()))) == len(groups):
+    groups = list(zip(ds.task.values.tolist(), ds.arch.values.tolist(), ds.modification.values.tolist()))
+    if len(set(zip(groups, ds.lr.values.tolist()))) == len(set(groups)):   # one lr per group: nothing chosen
         return ""
     on_val = _selection_var(ds, np.flatnonzero(ds.status.values == "ok"), acc) != acc
     return ("Learning rate per model: the best mean " + ("validation" if on_val else "test") + " accuracy over "
