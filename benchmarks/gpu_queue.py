@@ -23,11 +23,13 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import tarfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
@@ -152,6 +154,24 @@ def pack(args) -> None:
     logging.info("pack %s: %.0f s in this process", args.pack, time.perf_counter() - t0)
 
 
+def pace(log_lines: list[str]) -> str:
+    """From a pack log's evaluation lines ("<date> <time> … step N/T: …"), the steps per second since the
+    process's first evaluation and the minutes left to step T ("" before two evaluations)."""
+    points = []
+    for ln in log_lines:
+        m = re.match(r"(\S+ \S+) .* step (\d+)/(\d+):", ln)
+        if m:
+            t, step, total = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f"), int(m[2]), int(m[3])
+            if points and step <= points[-1][1]:   # a new process resumed from a checkpoint: start again
+                points = []
+            points.append((t, step, total))
+    if len(points) < 2 or points[-1][0] <= points[0][0]:
+        return ""
+    (t0, s0, _), (t1, s1, total) = points[0], points[-1]
+    rate = (s1 - s0) / (t1 - t0).total_seconds()
+    return f"{rate:.1f} steps/s, {(total - s1) / rate / 60:.1f} min to step {total}"
+
+
 def wait(args) -> None:
     """Watch for ``seconds`` or until the scheduler ends (progress every minute), then copy the finished runs
     and the logs to ``out``."""
@@ -163,10 +183,12 @@ def wait(args) -> None:
             shown = time.time()
             lines = []
             for f in sorted((state / "logs").glob("*.log")):
-                last = [ln for ln in f.read_text(errors="replace").splitlines()
-                        if any(w in ln for w in (" acc ", "ended", "Error", "stopped", "reached"))]
+                text = f.read_text(errors="replace").splitlines()
+                last = [ln for ln in text if any(w in ln for w in (" acc ", "ended", "Error", "stopped", "reached"))]
                 if last:
-                    lines.append(f"  {f.stem}: {last[-1][:200]}")
+                    lines.append(f"  {f.stem}: {last[-1][:300]}")
+                if pace(text) and "step" in (last or [""])[-1]:
+                    lines.append(f"    {pace(text)}")
             print(time.strftime("%H:%M:%S"), f"{len(list((state / 'runs').glob('*.nc')))} runs done; scheduler",
                   "running" if alive(state / "scheduler.pid") else "stopped", *lines, sep="\n", flush=True)
         if over:

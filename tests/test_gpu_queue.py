@@ -52,3 +52,15 @@ def test_queue_trains_every_pack_and_hands_out_result_files_the_workflow_accepts
     queue("launch", "q", "--state", str(state), "--eager", "--pack", "2", cwd=tmp_path)
     log = queue("wait", "--state", str(state), "--seconds", "60", "--out", str(out), cwd=tmp_path).stdout
     assert "8 runs done" in log
+
+
+def test_pace_reads_the_rate_and_time_left_from_a_pack_log_and_restarts_after_a_resume():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_queue import pace
+
+    line = "2026-11-29 14:{}:{},000 eigsweep.pack pack 2edc step {}/40000: train loss 8.3; val loss 8.3; val acc 0.0"
+    log = [line.format("48", "40", 500), "2026-11-29 14:48:41,000 root other", line.format("49", "40", 2000)]
+    assert pace(log) == "25.0 steps/s, 25.3 min to step 40000"        # 1,500 steps in 60 s; 38,000 left
+    assert pace(log[:1]) == ""                                          # one evaluation: no rate yet
+    resumed = log + [line.format("58", "00", 1000), line.format("58", "10", 1500)]   # a new process from 1,000
+    assert pace(resumed) == "50.0 steps/s, 12.8 min to step 40000"

@@ -67,8 +67,12 @@ class S4(Mixer):
             A = self.state_matrix()
             I = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
             dt = torch.exp(self.log_dt)[:, None, None]
-            left = I - dt / 2 * A
-            return dict(Abar=torch.linalg.solve(left, I + dt / 2 * A), Bbar=torch.linalg.solve(left, dt[..., 0] * self.B))
+            left = I - dt / 2 * A   # invertible for any parameters: its eigenvalues have real part > 1
+            # solve_ex: no singularity check, which would read the result on the host (a sync per step) and is
+            # a data-dependent op that torch.compile cannot trace
+            Abar, _ = torch.linalg.solve_ex(left, I + dt / 2 * A)
+            Bbar, _ = torch.linalg.solve_ex(left, (dt[..., 0] * self.B)[..., None])
+            return dict(Abar=Abar, Bbar=Bbar[..., 0])
 
     def kernel(self, f, L):
         """K_{h,l} = C_h Ā_h^l B̄_h (H, L) for l < L by doubling: [X, Ā^{2^k} X] with X the Krylov block so far."""
