@@ -89,3 +89,16 @@ def test_informative_view_covers_the_sign_of_structural_models():
                                            * np.ones(shape))
     view = selection.informative_view(ds)
     np.testing.assert_allclose(view.negative_fraction.values[:, 0], [0.6, 0.02])
+
+
+def test_lr_note_names_the_models_at_chance_at_every_learning_rate():
+    """Parity: chance 0.5; a model whose best lr reaches 0.504 (< 0.5 + 1% of 0.5) chose among chance-level
+    accuracies, one at 0.52 did not; a non-baseline modification is named with it."""
+    runs = [run("softmax", lr=lr, seed=s, acc=a) for lr, a in ((1e-3, 0.52), (1e-2, 0.5)) for s in (0, 1)] + \
+           [run("lru", lr=lr, seed=s, acc=a) for lr, a in ((1e-3, 0.504), (1e-2, 0.49)) for s in (0, 1)] + \
+           [run("lru", "gate", lr=lr, seed=s, acc=0.5) for lr in (1e-3, 1e-2) for s in (0, 1)]
+    ds = summary(runs)
+    assert selection.chance_level(str(ds.spec_json.values[0])) == 0.5
+    assert selection.at_chance(ds) == ["lru", "lru/gate"]
+    assert selection.lr_note(ds).endswith("so their lr is arbitrary: lru, lru/gate.")
+    assert "arbitrary" not in selection.lr_note(selection.where(ds, arch="softmax"))

@@ -56,7 +56,7 @@ def accuracy(ds, options=None, **_):
             if rest.sizes["run"]:   # runs at the other learning rates: small grey points
                 ax.scatter(np.full(rest.sizes["run"], x + 0.3), np.nan_to_num(rest[acc].values.astype(float)), s=8,
                            color="0.55", zorder=2)
-        chance = style.task_chance(ds, task)
+        chance = selection.task_chance(ds, task)
         if chance is not None:
             ax.axhline(chance, color="0.35", ls="--", lw=0.9, zorder=0)
         labels = [a + (f"\n{m}" if multi_mod else "") for a, m in entries]

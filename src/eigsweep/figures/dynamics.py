@@ -79,7 +79,7 @@ def training_dynamics(ds, options=None, **_):
                     ax.plot(x[ok], mean[ok], color=st["color"], lw=1.6, ls=ls, marker=st["marker"], ms=3.5)
             if name == "accuracy":
                 ax.set_ylim(0, 1.03)
-                chance = style.task_chance(ds, task)
+                chance = selection.task_chance(ds, task)
                 if chance is not None:
                     ax.axhline(chance, color="0.35", ls="--", lw=0.8)
             else:

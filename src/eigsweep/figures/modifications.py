@@ -52,7 +52,7 @@ def modifications(ds, options=None, **_):
             axa.bar(m, vals.mean(), 0.7, color=shades[mod], hatch=hatch, edgecolor="0.15", lw=0.4)
             jitter = np.linspace(-0.18, 0.18, len(vals)) if len(vals) > 1 else np.zeros(1)
             axa.scatter(m + jitter, vals, s=16, color="black", zorder=3)
-        chance = style.task_chance(ds, task)
+        chance = selection.task_chance(ds, task)
         if chance is not None:
             axa.axhline(chance, color="0.35", ls="--", lw=0.9)
         ax.set_xticks(np.arange(len(bins)), bins, rotation=30, fontsize=8)

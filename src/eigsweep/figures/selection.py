@@ -6,7 +6,9 @@ so eigsweep.stats uses it too.
   dropped (softmax attention trained "with DeltaNet's β ∈ (0,2)" is softmax attention) are one run; the one
   with the baseline modification is kept.
 - ``best_lr_runs``: for each (task, model, modification), the runs of the learning rate with the best mean
-  accuracy over seeds (Zoology's protocol); ties go to the smaller learning rate.
+  accuracy over seeds (Zoology's protocol); ties go to the smaller learning rate. ``lr_note`` says how it was
+  chosen and names the models at chance at every lr (``at_chance``: their choice is arbitrary).
+- ``chance_level``: a uniform guess's accuracy on a run's task.
 - ``informative_view``: for models whose registry entry marks structural eigenvalues (the DeltaNet family),
   the informative eigenvalue's statistics in place of the full spectrum's, where the result files have them.
 """
@@ -70,6 +72,31 @@ def baseline_modification(ds: xr.Dataset) -> str:
     return "none" if "none" in mods else mods[0]
 
 
+def chance_level(spec_json: str) -> float | None:
+    """Accuracy of a uniform guess on the task of a run (from its stored spec); None when unknown."""
+    try:
+        p = json.loads(spec_json)["task_params"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    name = p.get("name")
+    if name == "mqar":                       # values are drawn from the upper half of the vocabulary
+        return 2.0 / p.get("vocab_size", 8192)
+    if name in ("induction", "selective_copy"):
+        return 1.0 / p.get("n_values", 16)
+    if name in ("parity", "imdb"):
+        return 0.5
+    if name in ("digits", "mnist1d", "listops", "scifar"):
+        return 0.1
+    return None
+
+
+def task_chance(ds, task: str) -> float | None:
+    if "spec_json" not in ds:
+        return None
+    runs = ds.spec_json.values[ds.task.values == task]
+    return chance_level(str(runs[0])) if len(runs) else None
+
+
 def _selection_var(ds: xr.Dataset, idx, acc: str) -> str:
     """The accuracy that picks the learning rate among runs ``idx``: the validation split's (final or best,
     as ``acc``) where every one of them has it, else ``acc`` itself (test)."""
@@ -85,16 +112,36 @@ def best_lr_runs(ds: xr.Dataset, acc: str = "final_acc") -> xr.Dataset:
     validation split's where the runs have one (``final_val_acc``/``best_val_acc``), so the test accuracy
     the figures report did not choose the learning rate; else the test split's (``acc``)."""
     keep = []
+    for idx, lrs, means in _lr_means(ds, acc):
+        best = max(means, key=lambda lr: (means[lr], -lr))
+        keep.extend(idx[lrs == best].tolist())
+    return ds.isel(run=sorted(keep))
+
+
+def _lr_means(ds: xr.Dataset, acc: str):
+    """Per (task, arch, modification): its run indices, their lrs and {lr: mean selection accuracy over seeds}
+    (a diverged run counts as 0)."""
     groups = dict.fromkeys(zip(ds.task.values.tolist(), ds.arch.values.tolist(), ds.modification.values.tolist()))
     for task, arch, mod in groups:
         idx = np.flatnonzero((ds.task.values == task) & (ds.arch.values == arch) & (ds.modification.values == mod))
         lrs = ds.lr.values[idx]
         ok = ds.status.values[idx] == "ok"
         score = np.where(ok, np.nan_to_num(ds[_selection_var(ds, idx[ok], acc)].values[idx].astype(float)), 0.0)
-        means = {lr: score[lrs == lr].mean() for lr in sorted(set(lrs.tolist()))}
-        best = max(means, key=lambda lr: (means[lr], -lr))
-        keep.extend(idx[lrs == best].tolist())
-    return ds.isel(run=sorted(keep))
+        yield idx, lrs, {lr: score[lrs == lr].mean() for lr in sorted(set(lrs.tolist()))}
+
+
+def at_chance(ds: xr.Dataset, acc: str = "final_acc", margin: float = 0.01) -> list[str]:
+    """Models (``arch``, with ``/modification`` where it is not the baseline) whose best learning rate's mean
+    selection accuracy is less than ``margin`` of the way from the task's chance level to 1: their "best" lr is
+    picked among chance-level accuracies, so it is arbitrary."""
+    out = []
+    base = baseline_modification(ds)
+    for idx, _, means in _lr_means(ds, acc):
+        chance = chance_level(str(ds.spec_json.values[idx[0]])) if "spec_json" in ds else None
+        if chance is not None and max(means.values()) - chance < margin * (1 - chance):
+            arch, mod = str(ds.arch.values[idx[0]]), str(ds.modification.values[idx[0]])
+            out.append(arch if mod == base else f"{arch}/{mod}")
+    return list(dict.fromkeys(out))
 
 
 def lr_note(ds: xr.Dataset, acc: str = "final_acc") -> str:
@@ -103,9 +150,13 @@ def lr_note(ds: xr.Dataset, acc: str = "final_acc") -> str:
     if len(set(zip(groups, ds.lr.values.tolist()))) == len(set(groups)):   # one lr per group: nothing chosen
         return ""
     on_val = _selection_var(ds, np.flatnonzero(ds.status.values == "ok"), acc) != acc
+    chance = at_chance(ds, acc)
     return ("Learning rate per model: the best mean " + ("validation" if on_val else "test") + " accuracy over "
             "seeds" + (" (held-out split; the test accuracy shown did not choose it)." if on_val
-                       else " (the task has no validation split)."))
+                       else " (the task has no validation split).")
+            + (f" At chance at every lr (best < 1% of the way from chance to 1), so their lr is arbitrary: "
+               f"{', '.join(chance)}."
+               if chance else ""))
 
 
 # -- duplicates ----------------------------------------------------------------------------------

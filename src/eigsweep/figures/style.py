@@ -6,7 +6,6 @@ lightness, and in marker (points) and hatch (bars), so all registered models are
 """
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -110,31 +109,6 @@ def n_text(ds) -> str:
     else:
         each = ""
     return f"n = {n} run{'s' if n != 1 else ''}{each}, {seeds_text(ds.seed.values)}"
-
-
-def chance_level(spec_json: str) -> float | None:
-    """Accuracy of a uniform guess on the task of a run (from its stored spec); None when unknown."""
-    try:
-        p = json.loads(spec_json)["task_params"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    name = p.get("name")
-    if name == "mqar":                       # values are drawn from the upper half of the vocabulary
-        return 2.0 / p.get("vocab_size", 8192)
-    if name in ("induction", "selective_copy"):
-        return 1.0 / p.get("n_values", 16)
-    if name in ("parity", "imdb"):
-        return 0.5
-    if name in ("digits", "mnist1d", "listops", "scifar"):
-        return 0.1
-    return None
-
-
-def task_chance(ds, task: str) -> float | None:
-    if "spec_json" not in ds:
-        return None
-    runs = ds.spec_json.values[ds.task.values == task]
-    return chance_level(str(runs[0])) if len(runs) else None
 
 
 # -- panels --------------------------------------------------------------------------------------
