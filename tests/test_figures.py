@@ -124,6 +124,36 @@ def test_accuracy_shows_final_beside_best_and_chance():
     assert "test accuracy (best model)" in best and "final model (right)" in best
 
 
+def test_lr_sensitivity_draws_accuracy_per_lr_and_rings_the_chosen_one():
+    """Softmax: lr 1e-3 best on test (0.9) but 1e-2 on validation: the ring sits on the validation choice; a
+    diverged run is a cross at zero; the log panel keeps 0 on its floor (chance / 4)."""
+    runs = [run("softmax", lr=lr, seed=s, acc=a, status="diverged" if (lr, s) == (1e-4, 1) else "ok")
+            for lr, a in ((1e-4, 0.55), (1e-3, 0.9), (1e-2, 0.7)) for s in (0, 1)] + \
+           [run("linear", lr=lr, seed=s, acc=0.5) for lr in (1e-3, 1e-2) for s in (0, 1)]
+    ds = summary(runs)
+    ds["final_val_acc"] = ds.final_acc + np.where(ds.lr.values == 1e-2, 0.3, 0.0)
+    fig = draw.build("lr_sensitivity", ds)
+    lin, log = visible(fig)
+    assert lin.get_xscale() == "log" and log.get_yscale() == "log" and lin.get_yscale() == "linear"
+    test_line = next(l for l in lin.get_lines() if l.get_label() == "softmax")
+    np.testing.assert_allclose(test_line.get_xdata(), [1e-4, 1e-3, 1e-2])
+    np.testing.assert_allclose(test_line.get_ydata(), [0.275, 0.9, 0.7])        # diverged counts as 0
+    val_line = [l for l in lin.get_lines() if l.get_linestyle() == ":"][0]
+    np.testing.assert_allclose(val_line.get_ydata(), [0.275, 0.9, 1.0])
+    rings = [c for c in lin.collections if c.get_sizes().tolist() == [150]]
+    # validation chose 1e-2 for both models (linear: 0.5 on test at each lr)
+    assert sorted(tuple(np.round(c.get_offsets()[0], 3)) for c in rings) == [(0.01, 0.5), (0.01, 0.7)]
+    crosses = [c for c in lin.collections if c.get_offsets().shape[0] == 1 and c.get_sizes().tolist() == [26]]
+    assert [tuple(c.get_offsets()[0]) for c in crosses] == [(1e-4, 0.0)]
+    assert log.get_ylim()[0] < 0.5 / 4 and min(log.get_lines()[0].get_ydata()) >= 0.5 / 4   # floor: chance / 4
+    t = texts(fig)
+    assert "chosen on validation" in t and "validation: mean over seeds" in t and "chance 0.5" in t
+    assert "n = 10 runs" in t and "diverged or unstable (drawn at 0)" in t
+    assert "lr_sensitivity" not in catalog.sweep_figures({"arch": ["softmax"], "task": ["t"], "lr": [1e-3]})
+    assert "lr_sensitivity" in catalog.sweep_figures({"arch": ["softmax", "linear"], "task": ["t"], "lr": [1e-3],
+                                                      "lr_by_arch": {"linear": [1e-3, 1e-2]}})
+
+
 def test_modifications_collapse_duplicates():
     ds = summary([run(a, m, seed=s, acc=0.6 + 0.3 * (m == "beta2" and a == "deltanet"),
                       options={"beta_range": 2.0} if m == "beta2" else {})

@@ -146,7 +146,8 @@ def test_figures_from_existing_results_and_report(tmp_path):
     def tiny(c):
         c["tasks"]["mqar_demo"].update(n_train=64, n_test=16, seq_len=16, vocab_size=40, num_kv_pairs=2)
         c["sweeps"]["demo"] = dict(arch=["softmax", "lru"], task=["mqar_demo"], modification=["none", "gate"],
-                                   seed=[0], lr=[1e-2], train=dict(steps=4, eval_every=2, warmup_steps=1, spectrum_steps=[2]),
+                                   seed=[0], lr=[1e-2], lr_by_arch={"softmax": [1e-2, 2e-2]},   # lr_sensitivity
+                                   train=dict(steps=4, eval_every=2, warmup_steps=1, spectrum_steps=[2]),
                                    model=dict(d_model=16, head_dim=8, d_state=4, n_heads=2, pos_embedding="learned"))
         c["defaults"]["eval"]["n_samples"] = 4
         c["figures"] = {"per_head": True, "n_boot": 200}
@@ -164,7 +165,7 @@ def test_figures_from_existing_results_and_report(tmp_path):
     snakemake("-c2", *[f"results/demo/runs/{r}.nc" for r in have], cwd=tmp_path)
     proc = snakemake("-c2", "figures_demo", cwd=tmp_path)
     out = proc.stdout + proc.stderr
-    assert "3 of 4 runs present" in out and "lru-mqar_demo-gate-s0-lr1.00e-02" in out
+    assert "3 of 6 runs present" in out and "lru-mqar_demo-gate-s0-lr1.00e-02" in out
     assert "rule train" not in out and not (runs / "lru-mqar_demo-gate-s0-lr1.00e-02.nc").exists()
     for name in FIGURES:
         assert (tmp_path / f"results/demo/figures/{name}.png").stat().st_size > 10_000, name

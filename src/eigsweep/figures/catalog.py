@@ -16,6 +16,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "spectrum_bars": ("spectrum_bars",),                      # the paper's 7-bin bars, init vs trained
     "spectrum_bars_per_head": ("spectrum_bars_per_head",),    # on request: config `figures: {per_head: true}`
     "accuracy": ("accuracy",),
+    "lr_sensitivity": ("lr_sensitivity",),                    # sweeps with more than one learning rate
     "modifications": ("modifications",),                      # sweeps with more than one modification
     "correlation": ("correlation", "correlation_heatmap"),    # drawn from results/<sweep>/correlations.nc
     "sign_phase": ("sign_phase",),                            # share of λ < 0 / phase distribution
@@ -47,7 +48,8 @@ def sweep_families(sweep_cfg: dict, figures_cfg: dict | None = None) -> list[str
     figures_cfg = figures_cfg or {}
     mods = sweep_cfg.get("modification", ["none"])
     lti = any(eigen_kind(a)["lti"] for a in sweep_cfg["arch"] if a in registry.MIXERS)
-    skip = {"modifications": len(mods) < 2, "complex_plane": not lti,
+    lrs = [sweep_cfg.get("lr_by_arch", {}).get(a, sweep_cfg.get("lr", ())) for a in sweep_cfg["arch"]]
+    skip = {"modifications": len(mods) < 2, "complex_plane": not lti, "lr_sensitivity": max(map(len, lrs)) < 2,
             "spectrum_bars_per_head": not figures_cfg.get("per_head", False)}
     return [f for f in FAMILIES if not skip.get(f, False)]
 

@@ -10,19 +10,20 @@ import xarray as xr
 
 from eigsweep import stats
 from eigsweep.figures import (accuracy, bars, catalog, complex_plane, correlation, dynamics, histograms,
-                              modifications, selection, sign_phase, style)
+                              learning_rate, modifications, selection, sign_phase, style)
 
 BUILDERS = {
     "spectrum_bars": bars.spectrum_bars, "spectrum_bars_per_head": bars.spectrum_bars_per_head,
-    "accuracy": accuracy.accuracy, "modifications": modifications.modifications,
+    "accuracy": accuracy.accuracy, "lr_sensitivity": learning_rate.lr_sensitivity,
+    "modifications": modifications.modifications,
     "correlation": correlation.correlation, "correlation_heatmap": correlation.correlation_heatmap,
     "sign_phase": sign_phase.sign_phase, "fine_histograms": histograms.fine_histograms,
     "complex_plane": complex_plane.complex_plane, "training_dynamics": dynamics.training_dynamics,
 }
 assert set(BUILDERS) == set(catalog.FIGURES)
 # the figures that show one learning rate per model (selection.best_lr_runs, through spectrum_runs or directly)
-USES_BEST_LR = {"spectrum_bars", "spectrum_bars_per_head", "accuracy", "modifications", "sign_phase",
-                "fine_histograms", "complex_plane", "training_dynamics"}
+USES_BEST_LR = {"spectrum_bars", "spectrum_bars_per_head", "accuracy", "lr_sensitivity", "modifications",
+                "sign_phase", "fine_histograms", "complex_plane", "training_dynamics"}
 
 
 def load(path) -> xr.Dataset:
