@@ -243,3 +243,17 @@ def test_statistics_use_the_informative_eigenvalue_of_structural_models():
     assert runstats.spectrum_view.values.tolist() == ["informative", "full"]
     full = stats.statistics_tables(summary([run("deltanet", near0=0.05)]), {"n_boot": 50, "n_perm": 50})[0]
     assert full.mass_near_0.values.tolist() == [5.0] and full.spectrum_view.values[0].startswith("full (informative")
+
+
+def test_a_bootstrap_over_three_architectures_is_called_coarse():
+    """k = 3: 3 · 3⁻³ = 11% of the resamples draw one architecture three times (above the 2.5% tail), and the
+    pooled interval's lower end is then exactly that architecture's own ρ; k = 4: 1.6%, no note."""
+    x3 = np.concatenate([np.arange(4.0), np.arange(4.0) + 10, np.arange(4.0) + 20])
+    y3 = np.concatenate([-np.arange(4.0), np.arange(4.0) + 10, np.arange(4.0) + 20])   # m0: ρ = −1 alone
+    arch3 = np.repeat(["m0", "m1", "m2"], 4)
+    row = stats.correlations(_runstats(x3, y3, arch3), n_boot=2000, n_perm=200)[0].iloc[0]
+    assert "3 architectures: 11% of the bootstrap resamples hold one architecture only" in row.note
+    assert row.ci_pooled_low == pytest.approx(-1.0)                      # m0's own ρ
+    assert stats._one_cluster_share(3) == pytest.approx(1 / 9) and stats._one_cluster_share(4) < 0.025
+    x, y, arch = _simpson(n_arch=4)
+    assert stats.correlations(_runstats(x, y, arch), n_boot=300, n_perm=200)[0].iloc[0].note == ""

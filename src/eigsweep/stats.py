@@ -286,6 +286,12 @@ def permutation_p(x, y, n_perm: int = 4000, seed: int = 0) -> float:
     return float(res.pvalue)
 
 
+def _one_cluster_share(k: int) -> float:
+    """The share of resamples (k draws with replacement from k architectures) that draw one architecture k
+    times: k · k^-k. Where it exceeds a tail of the interval, the interval's end is one architecture's ρ."""
+    return float(k) ** (1 - k) if k > 0 else 0.0
+
+
 def _note(n_runs, n_arch, n_within, constant) -> str:
     notes = []
     if constant:
@@ -296,8 +302,13 @@ def _note(n_runs, n_arch, n_within, constant) -> str:
         notes.append("one architecture: pooled tests n/a")
     elif n_arch < MIN_CLUSTERS:
         notes.append(f"{n_arch} architectures: no bootstrap over architectures")
+    elif _one_cluster_share(n_arch) > (1 - CI_LEVEL) / 2:
+        notes.append(f"{n_arch} architectures: {_one_cluster_share(n_arch):.0%} of the bootstrap resamples hold one "
+                     "architecture only, so the intervals' ends are single architectures' ρ (coarse)")
     if 0 < n_within < MIN_CLUSTERS:
         notes.append(f"within-architecture ρ rests on {n_within} architecture(s): no bootstrap interval")
+    elif n_within != n_arch and _one_cluster_share(n_within) > (1 - CI_LEVEL) / 2:
+        notes.append(f"within-architecture ρ rests on {n_within} architectures: its interval is coarse likewise")
     if n_within == 0 and not constant and n_runs >= MIN_RUNS:
         notes.append(f"no architecture with ≥ {MIN_RUNS} runs varying in both: within-architecture ρ n/a"
                      + ("; the pooled ρ compares architectures, not spectra" if n_arch > 1 else ""))
