@@ -271,3 +271,40 @@ def test_cli_sweep_trains_missing_retrains_corrupt_and_respects_locks(tmp_path, 
         assert cli.main(["sweep", "--config", str(cfg), "one"]) == 1
     assert "in use by a training job" in capsys.readouterr().err
     assert cli.main(["sweep", "--config", str(cfg), "nope"]) == 2
+
+
+def test_a_run_another_sweep_trained_with_the_same_spec_is_reused_not_trained(tmp_path, monkeypatch, caplog):
+    """Sweep b's baseline run is sweep a's run in all but the sweep's name: b's job copies a's result under b
+    (sweep coordinate, spec, config_hash; reused_from names the source) and trains nothing; a run that differs
+    in one setting, or a source whose stored hash is not its spec's, is trained."""
+    import dataclasses
+
+    from eigsweep.jobs import run_pack_job, stale_members
+
+    a = dataclasses.replace(tiny_spec(), sweep="a")
+    src = tmp_path / "results/a/runs" / f"{a.run_id}.nc"
+    train_run(a, src)
+    b = dataclasses.replace(a, sweep="b")
+    out = tmp_path / "results/b/runs" / f"{b.run_id}.nc"
+    no_training(monkeypatch)
+    with caplog.at_level("INFO", logger="eigsweep.jobs"):
+        assert run_job(b.to_json(), out, None, None) is not None
+    assert "reused, not trained" in caplog.text
+    got, orig = read_run_file(out), read_run_file(src)
+    assert str(got.sweep.values) == "b" and got.attrs["config_hash"] == b.config_hash() != a.config_hash()
+    assert str(got.config_hash.values) == b.config_hash() and got.attrs["reused_from"] == str(src)
+    assert json.loads(got.attrs["spec_json"])["sweep"] == "b"
+    xr.testing.assert_identical(got.bin_fraction, orig.bin_fraction.assign_coords(sweep="b"))
+    xr.testing.assert_identical(got.train_loss, orig.train_loss.assign_coords(sweep="b"))
+    assert stale_members([b], [out]) == []                                 # and it is now b's current file
+    # one setting differs (the lr): no reuse, the pack trains it
+    c = dataclasses.replace(b, lr=1e-2)
+    out_c = tmp_path / "results/b/runs" / f"{c.run_id}.nc"
+    assert stale_members([c], [out_c]) == [0] and not out_c.exists()
+    # a source whose stored hash is not its spec's (edited by hand) is not trusted
+    out.unlink()
+    ds = read_run_file(src)
+    ds.attrs["config_hash"] = "0" * 16
+    ds.to_netcdf(src)
+    with pytest.raises(AssertionError, match="training started"):
+        run_pack_job([b.to_json()], [out], None, None, name="p")

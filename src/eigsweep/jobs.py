@@ -176,7 +176,8 @@ def load_checkpoint_or_none(path: str | Path, map_location=None, config_hash: st
 
 def stale_members(specs: list[RunSpec], outs: list[str | Path]) -> list[int]:
     """Indices of the runs to train: those whose result file is missing, unreadable (moved aside to
-    ``<name>.corrupt``) or written for another configuration (its stored config_hash is not the spec's)."""
+    ``<name>.corrupt``) or written for another configuration (its stored config_hash is not the spec's), and
+    that no other sweep has trained with the same spec (reuse_identical copies those instead)."""
     from eigsweep.results import ResultFileError, move_aside, read_run_file
 
     stale = []
@@ -188,8 +189,49 @@ def stale_members(specs: list[RunSpec], outs: list[str | Path]) -> list[int]:
             pass
         except ResultFileError as e:
             log.warning("%s; moved it to %s, retraining", e, move_aside(out))
-        stale.append(i)
+        if reuse_identical(spec, out) is None:
+            stale.append(i)
     return stale
+
+
+def _without_sweep(spec_json: str) -> dict:
+    d = json.loads(spec_json)
+    d.pop("sweep", None)
+    return d
+
+
+def reuse_identical(spec: RunSpec, out: str | Path) -> Path | None:
+    """Where another sweep of the same results directory (``<results>/<other sweep>/runs/<run id>.nc`` beside
+    ``out`` = ``<results>/<sweep>/runs/<run id>.nc``) holds a valid result of a run whose spec is this one's in
+    all but the sweep's name (the same model, task, data, seed, lr and training), write that result to
+    ``out`` under this sweep (its sweep coordinate, spec and config_hash; ``reused_from`` names the source,
+    whose provenance attributes it keeps) and return the source's path; else None. A sweep's baseline that
+    another sweep has trained is so never trained twice."""
+    from eigsweep.results import ResultFileError, read_run_file, write_atomic
+
+    out = Path(out)
+    want = _without_sweep(spec.to_json())
+    for other in sorted(out.parent.parent.parent.glob(f"*/runs/{out.name}")):
+        if other.parent == out.parent:
+            continue
+        try:
+            ds = read_run_file(other)
+        except (ResultFileError, OSError):
+            continue
+        try:   # the source must be what it says it is: its stored hash is its own spec's
+            consistent = ds.attrs["config_hash"] == RunSpec.from_json(ds.attrs["spec_json"]).config_hash()
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not consistent or _without_sweep(ds.attrs["spec_json"]) != want:
+            continue
+        ds = ds.assign_coords(sweep=spec.sweep)
+        ds["config_hash"] = spec.config_hash()
+        ds.attrs.update(config_hash=spec.config_hash(), spec_json=spec.to_json(), reused_from=str(other))
+        write_atomic(ds, out)
+        log.info("%s: the same run (all but the sweep's name) is trained in %s: reused, not trained", spec.run_id,
+                 other)
+        return other
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,6 +319,10 @@ def run_job(spec_json: str, out: str | Path, checkpoint: str | Path | None, log_
         raise JobError(f"config key executor: {executor!r} is not one of {list(EXECUTORS)}")
     check_writable(out, checkpoint, log_file)
     with runs_lock(Path(out).parent, exclusive=False):
+        if not stale_members([RunSpec.from_json(spec_json)], [out]):   # current, or reused from another sweep
+            from eigsweep.results import read_run_file
+
+            return read_run_file(out)
         if executor == "local":
             return run_local(RunSpec.from_json(spec_json), out, checkpoint, log_file)
         from eigsweep.slurm import run_slurm
