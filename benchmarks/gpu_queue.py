@@ -187,8 +187,9 @@ def wait(args) -> None:
                 last = [ln for ln in text if any(w in ln for w in (" acc ", "ended", "Error", "stopped", "reached"))]
                 if last:
                     lines.append(f"  {f.stem}: {last[-1][:300]}")
-                if pace(text) and "step" in (last or [""])[-1]:
-                    lines.append(f"    {pace(text)}")
+                rate = pace(text)
+                if rate and "step" in (last or [""])[-1]:
+                    lines.append(f"    {rate}")
             print(time.strftime("%H:%M:%S"), f"{len(list((state / 'runs').glob('*.nc')))} runs done; scheduler",
                   "running" if alive(state / "scheduler.pid") else "stopped", *lines, sep="\n", flush=True)
         if over:

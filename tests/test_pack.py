@@ -155,18 +155,25 @@ def test_stacked_adamw_equals_torch_adamw_per_member():
             torch.testing.assert_close(p[m].detach(), r.detach(), atol=1e-12, rtol=0)
 
 
-def test_pack_resumes_exactly_from_its_checkpoint(tmp_path):
-    specs = grid(steps=50, checkpoint_every=20)
+def preempt(tmp_path, specs, preempted_cls, stopped_at: int):
+    """Train ``specs`` as a reference pack, then as ``preempted_cls`` (a Pack that requests its stop somewhere),
+    which must stop at step ``stopped_at``; returns (the reference results, the preempted pack's outputs, its
+    checkpoint path)."""
     ref = train_pack(specs, [tmp_path / f"r{i}.nc" for i in range(4)], **F64)
     ckpt = tmp_path / "pack.pt"
+    outs = [tmp_path / f"p{i}.nc" for i in range(4)]
+    with pytest.raises(Preempted, match=f"step {stopped_at}"):
+        preempted_cls(specs, outs, ckpt, **F64).train()
+    return ref, outs, ckpt
 
+
+def test_pack_resumes_exactly_from_its_checkpoint(tmp_path):
     class PreemptedAtFirstEval(Pack):
         def evaluate_all(self):
             self.stop_requested = True
             return super().evaluate_all()
-    outs = [tmp_path / f"p{i}.nc" for i in range(4)]
-    with pytest.raises(Preempted, match="step 30"):
-        PreemptedAtFirstEval(specs, outs, ckpt, **F64).train()
+    specs = grid(steps=50, checkpoint_every=20)
+    ref, outs, ckpt = preempt(tmp_path, specs, PreemptedAtFirstEval, stopped_at=30)
     assert ckpt.exists() and not any(o.exists() for o in outs)
     resumed = train_pack(specs, outs, ckpt, **F64)
     assert_bit_identical(ref, resumed)
@@ -192,18 +199,13 @@ def test_pack_drops_finished_members_once_half_are_done_and_the_rest_train_as_so
 
 
 def test_compacted_pack_resumes_exactly_from_its_checkpoint(tmp_path):
-    specs = half_stop_early(steps=90, checkpoint_every=40)
-    ref = train_pack(specs, [tmp_path / f"r{i}.nc" for i in range(4)], **F64)
-    ckpt = tmp_path / "pack.pt"
-
     class PreemptedAfterCompacting(Pack):
         def train_step(self):
             if self.step == 50:
                 self.stop_requested = True
             return super().train_step()
-    outs = [tmp_path / f"p{i}.nc" for i in range(4)]
-    with pytest.raises(Preempted, match="step 51"):
-        PreemptedAfterCompacting(specs, outs, ckpt, **F64).train()
+    specs = half_stop_early(steps=90, checkpoint_every=40)
+    ref, outs, ckpt = preempt(tmp_path, specs, PreemptedAfterCompacting, stopped_at=51)
     assert torch.load(ckpt, weights_only=False)["slots"] == [1, 3]
     resumed = train_pack(specs, outs, ckpt, **F64)
     assert_bit_identical(ref, resumed)

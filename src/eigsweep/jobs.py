@@ -318,13 +318,14 @@ def run_job(spec_json: str, out: str | Path, checkpoint: str | Path | None, log_
     if executor not in EXECUTORS:
         raise JobError(f"config key executor: {executor!r} is not one of {list(EXECUTORS)}")
     check_writable(out, checkpoint, log_file)
+    spec = RunSpec.from_json(spec_json)
     with runs_lock(Path(out).parent, exclusive=False):
-        if not stale_members([RunSpec.from_json(spec_json)], [out]):   # current, or reused from another sweep
+        if not stale_members([spec], [out]):   # current, or reused from another sweep
             from eigsweep.results import read_run_file
 
             return read_run_file(out)
         if executor == "local":
-            return run_local(RunSpec.from_json(spec_json), out, checkpoint, log_file)
+            return run_local(spec, out, checkpoint, log_file)
         from eigsweep.slurm import run_slurm
 
         return run_slurm(spec_json, out, checkpoint, log_file, slurm)

@@ -24,9 +24,10 @@ def lr_sensitivity(ds, options=None, **_):
     for i, task in enumerate(tasks):
         sub = where(kept, task=task)
         chance = selection.task_chance(ds, task)
+        chosen = selection.best_lr_runs(sub, acc)
         for k, log_y in enumerate((False, True)):
             ax = axes[i // ncol, 2 * (i % ncol) + k]
-            seen |= _panel(ax, sub, acc, chance, log_y)
+            seen |= _panel(ax, sub, chosen, acc, chance, log_y)
             ax.set_title(task + (" (log scale: near-chance accuracies apart)" if log_y else ""), fontsize=9)
             if k == 0:
                 style.corner_text(ax, style.n_text(sub) + (f"\nchance {chance:.3g}" if chance is not None else ""),
@@ -50,12 +51,11 @@ def lr_sensitivity(ds, options=None, **_):
     return fig
 
 
-def _panel(ax, sub, acc: str, chance: float | None, log_y: bool) -> set[str]:
-    """One task's curves on ``ax``; on a log axis accuracies below a floor (chance / 4, or 1e-5) sit on it.
-    Returns what was drawn of {"val", "diverged"}."""
+def _panel(ax, sub, chosen, acc: str, chance: float | None, log_y: bool) -> set[str]:
+    """One task's curves on ``ax`` (``chosen``: its runs at the lr the figures use); on a log axis accuracies
+    below a floor (chance / 4, or 1e-5) sit on it. Returns what was drawn of {"val", "diverged"}."""
     val = acc.replace("_acc", "_val_acc")
     floor = (chance / 4 if chance else 1e-5) if log_y else -np.inf
-    chosen = selection.best_lr_runs(sub, acc)
     seen = set()
     for arch in style.order_models(sub.arch.values):
         for mod in selection.unique(where(sub, arch=arch).modification.values):
