@@ -215,7 +215,9 @@ def stop(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=["launch", "schedule", "pack", "wait", "stop"])
+    p.add_argument("command", choices=["launch", "schedule", "pack", "wait", "stop"],
+                   help="launch, wait, stop; `schedule` and `pack` are the detached processes `launch` starts "
+                        "(run by hand, `schedule` trains in the foreground until every pack is done)")
     p.add_argument("sweep", nargs="?")
     p.add_argument("pack", nargs="?")
     p.add_argument("--state", default="/tmp/eigsweep-gpu-state", help="outside the repository (see above)")
