@@ -70,7 +70,6 @@ def test_unpackable_mixer_falls_back_to_solo(tmp_path, monkeypatch):
     ds = train_pack(specs, [tmp_path / "a.nc", tmp_path / "b.nc"], **F64)
     assert not built and [d.run_id.item() for d in ds] == [s.run_id for s in specs]
     assert_same_run(train_run(specs[1], tmp_path / "c.nc", **F64), ds[1])
-    assert registry.mixer_info("mamba").packable is False
 
 
 def test_pack_of_one_trains_solo(tmp_path, monkeypatch):

@@ -9,8 +9,10 @@ the torch scan; and the fused scan's peak memory (checkpoints, per-block sums of
 (B, L, D, N) history (the torch scan's is several times the history).
 """
 import dataclasses
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,3 +122,46 @@ def test_fused_scan_never_materialises_the_state_history():
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
     assert peak < history / 2, f"peak {peak / 2**20:.0f} MiB vs history {history / 2**20:.0f} MiB"
+
+
+def check_vmapped_fused_scan(device: str) -> None:
+    """The fused scan vmapped over 3 members (a pack: every member its own x, Δ, A, B, C) equals each member's
+    torch scan in float64, forward and gradients; and with A shared (in_dims None) too."""
+    M, shape = 3, (2, 21, 20, 8)                         # L not a multiple of the checkpoint chunk
+    per = [scan_inputs(*shape, device, seed=m)[:5] for m in range(M)]
+    ins = [torch.stack([p[i].detach() for p in per]).requires_grad_() for i in range(5)]
+    w = torch.randn(M, *shape[:3], device=device, generator=torch.Generator(device).manual_seed(7))
+    for in_dims in [(0, 0, 0, 0, 0), (0, 0, None, 0, 0)]:
+        args = [t if d == 0 else t[1] for t, d in zip(ins, in_dims)]
+        y = torch.func.vmap(sst.fused_scan, in_dims=in_dims)(*args)
+        grads = torch.autograd.grad((y * w).sum(), args)
+        for m in range(M):
+            ref = [(t[m] if d == 0 else t).detach().double().requires_grad_() for t, d in zip(args, in_dims)]
+            y_ref = sst.selective_scan_ref(*ref)
+            grads_ref = torch.autograd.grad((y_ref * w[m].double()).sum(), ref)
+            assert_close_to_max(y[m], y_ref, f"y of member {m}, in_dims {in_dims}")
+            for name, g, g_ref, d in zip(["x", "dt", "A", "B", "C"], grads, grads_ref, in_dims):
+                if d == 0:
+                    assert_close_to_max(g[m], g_ref, f"d{name} of member {m}")
+        if in_dims[2] is None:                           # a shared A's gradient sums its members'
+            A = args[2].detach().double().requires_grad_()
+            y_ref = torch.stack([sst.selective_scan_ref(*[t[m].double() for t in args[:2]], A,
+                                                        *[t[m].double() for t in args[3:]]) for m in range(M)])
+            assert_close_to_max(grads[2], torch.autograd.grad((y_ref * w.double()).sum(), A)[0], "shared dA")
+
+
+@pytest.mark.gpu
+@gpu
+def test_vmapped_fused_scan_gives_each_member_its_own_scan():
+    check_vmapped_fused_scan("cuda")
+
+
+def test_vmapped_fused_scan_under_the_triton_interpreter():
+    """The same check on CPU through Triton's interpreter (TRITON_INTERPRET=1), where Triton is installed:
+    the packed kernels' indexing (one A per group of samples) and the vmap rule, without a GPU."""
+    pytest.importorskip("triton")
+    code = ("import sys; sys.path.insert(0, %r); import test_selective_scan_triton as t; "
+            "t.check_vmapped_fused_scan('cpu')" % str(Path(__file__).parent))
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TRITON_INTERPRET": "1"},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -58,8 +58,7 @@ MIXERS: dict[str, MixerInfo] = {
     "s5": MixerInfo("eigsweep.mixers.s5:S5", lti=True, complex=True, model_keys=frozenset({"d_state"})),
     "lru": MixerInfo("eigsweep.mixers.lru:LRU", lti=True, complex=True, model_keys=frozenset({"d_state"}),
                      options={"lru_r_min": 0.9, "lru_r_max": 0.99, "lru_max_phase": 6.283185307179586}),
-    "mamba": MixerInfo("eigsweep.mixers.mamba:Mamba", model_keys=frozenset({"d_state", "expand", "conv_kernel"}),
-                       packable=False),   # its scan is an autograd.Function without setup_context: no vmap
+    "mamba": MixerInfo("eigsweep.mixers.mamba:Mamba", model_keys=frozenset({"d_state", "expand", "conv_kernel"})),
     "gla": MixerInfo("eigsweep.mixers.gla:GatedLinearAttention", model_keys=_QKV),
     "retnet": MixerInfo("eigsweep.mixers.retnet:Retention", lti=True, model_keys=_QKV, options={"rotary": True}),
     "rglru": MixerInfo("eigsweep.mixers.rglru:RGLRU", model_keys=frozenset({"n_heads", "expand", "conv_kernel"})),

@@ -16,7 +16,11 @@ G_t = C_t g_t + a_{t+1} G_{t+1} (g = dL/dy):
 
 Sums over channels (dB, dC) are written per channel block and over samples (dA) per sample, then added by
 torch (deterministic; no atomics): 2·B·L·N·D/BLOCK_D floats, alive during the backward only. The D x skip
-term stays in torch. Computation is in float32 whatever the input dtype. `selective_scan` falls back to the torch scan (scan.linear_scan) on CPU, in float64 and where Triton
+term stays in torch.
+
+Packs (torch.func.vmap over a pack's members, `eigsweep.pack`): A may be (G, D, N), one A per group of B/G
+consecutive samples. The Function's vmap rule folds the members into the batch (member-major) and passes their
+stacked A as groups, so a pack of M members is one launch of M·B programs per kernel, not M launches. Computation is in float32 whatever the input dtype. `selective_scan` falls back to the torch scan (scan.linear_scan) on CPU, in float64 and where Triton
 cannot be imported (it is imported lazily: CI has no GPU and may have no Triton).
 """
 from __future__ import annotations
@@ -56,8 +60,15 @@ def selective_scan(x, dt, A, B, C, D=None):
     Fused (Triton, float32, output float32) where `fused_available(x)`, else the torch reference."""
     if not fused_available(x):
         return selective_scan_ref(x, dt, A, B, C, D)
-    y = _FusedScan.apply(x, dt, A, B, C)
+    y = fused_scan(x, dt, A, B, C)
     return y if D is None else y + x * D
+
+
+def fused_scan(x, dt, A, B, C):
+    """The Triton scan's y (float32), with no dispatch check: x, dt (batch, L, D); A (D, N), or (G, D, N) for G
+    groups of batch/G consecutive samples, each with its own A; B, C (batch, L, N). Vmappable."""
+    # checkpoints for the backward whenever grad mode is on (under vmap, requires_grad is not visible here)
+    return _FusedScan.apply(x, dt, A, B, C, torch.is_grad_enabled())[0]
 
 
 def selective_scan_ref(x, dt, A, B, C, D=None):
@@ -77,50 +88,76 @@ def _launch_shape(kernel: str, N: int):
 
 
 class _FusedScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, dt, A, B, C):
-        k = _triton()
-        Bt, L, Dm = x.shape
-        N = A.shape[1]
-        xs, dts, As, Bs, Cs = (t.detach().float().contiguous() for t in (x, dt, A, B, C))
-        bd, bn, warps = _launch_shape("fwd", N)
-        ctx.chunk = chunk = CHUNK
-        grid = (Bt, -(-Dm // bd))
-        n_chunks = -(-L // chunk)
-        save = any(ctx.needs_input_grad)               # (forward runs without grad mode)
-        y = torch.empty_like(xs)
-        ck = xs.new_empty(Bt, n_chunks, Dm, N) if save else xs
-        k.fwd[grid](xs, dts, As, Bs, Cs, y, ck, L, Dm, N, SAVE=save, CHUNK=chunk, BLOCK_D=bd, BLOCK_N=bn,
-                    num_warps=warps)
-        if save:
-            ctx.save_for_backward(xs, dts, As, Bs, Cs, ck)
-            ctx.dtypes = (x.dtype, dt.dtype, A.dtype, B.dtype, C.dtype)
-        return y
+    """Outputs (y, checkpoints); `save` says whether to write the checkpoints the backward needs."""
 
     @staticmethod
-    def backward(ctx, dy):
+    def forward(x, dt, A, B, C, save):
         k = _triton()
-        xs, dts, As, Bs, Cs, ck = ctx.saved_tensors
+        Bt, L, Dm = x.shape
+        N = A.shape[-1]
+        xs, dts, As, Bs, Cs = (t.detach().float().contiguous() for t in (x, dt, A, B, C))
+        bd, bn, warps = _launch_shape("fwd", N)
+        n_chunks = -(-L // CHUNK)
+        y = torch.empty_like(xs)
+        ck = xs.new_empty(Bt, n_chunks, Dm, N) if save else xs.new_empty(Bt, 0)
+        k.fwd[(Bt, -(-Dm // bd))](xs, dts, As, Bs, Cs, y, ck, L, Dm, N, _per_group(Bt, A), SAVE=save,
+                                  CHUNK=CHUNK, BLOCK_D=bd, BLOCK_N=bn, num_warps=warps)
+        return y, ck
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, dt, A, B, C, _ = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(x, dt, A, B, C, output[1])
+
+    @staticmethod
+    def backward(ctx, dy, _dck):
+        k = _triton()
+        x, dt, A, B, C, ck = ctx.saved_tensors
+        if ck.numel() == 0:
+            raise RuntimeError("fused selective scan: backward without saved checkpoints (forward had save=False)")
+        xs, dts, As, Bs, Cs = (t.detach().float().contiguous() for t in (x, dt, A, B, C))
         Bt, L, Dm = xs.shape
-        N = As.shape[1]
+        N = As.shape[-1]
         bd, bn, warps = _launch_shape("bwd", N)
-        chunk = ctx.chunk
         grid = (Bt, -(-Dm // bd))
         dy = dy.float().contiguous()
-        buf = xs.new_empty(Bt * grid[1] * (chunk + 1) * bd * bn)
+        buf = xs.new_empty(Bt * grid[1] * (CHUNK + 1) * bd * bn)
         dx, ddt = torch.empty_like(xs), torch.empty_like(xs)
         dA = xs.new_empty(Bt, Dm, N)
         dB, dC = xs.new_empty(grid[1], Bt, L, N), xs.new_empty(grid[1], Bt, L, N)
-        k.bwd[grid](xs, dts, As, Bs, Cs, dy, ck, buf, dx, ddt, dA, dB, dC, L, Dm, N,
-                    CHUNK=chunk, BLOCK_D=bd, BLOCK_N=bn, num_warps=warps)
-        grads = (dx, ddt, dA.sum(0), dB.sum(0), dC.sum(0))
-        return tuple(g.to(d) for g, d in zip(grads, ctx.dtypes))
+        k.bwd[grid](xs, dts, As, Bs, Cs, dy, ck, buf, dx, ddt, dA, dB, dC, L, Dm, N, _per_group(Bt, A),
+                    CHUNK=CHUNK, BLOCK_D=bd, BLOCK_N=bn, num_warps=warps)
+        dA = dA.view(-1, _per_group(Bt, A), Dm, N).sum(1).view(A.shape)   # per group of samples sharing an A
+        grads = (dx, ddt, dA, dB.sum(0), dC.sum(0))
+        return (*(g.to(t.dtype) for g, t in zip(grads, (x, dt, A, B, C))), None)
+
+    @staticmethod
+    def vmap(info, in_dims, x, dt, A, B, C, save):
+        """A pack's members folded into the batch, member-major; their A's become the groups."""
+        front = [t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
+                 for t, d in zip((x, dt, A, B, C), in_dims)]
+        x, dt, A, B, C = front
+        x, dt, B, C = (t.flatten(0, 1) for t in (x, dt, B, C))
+        if A.dim() == 4:                 # members of groups (nested vmap): every group its own A
+            A = A.flatten(0, 1)
+        y, ck = _FusedScan.apply(x, dt, A, B, C, save)
+        return (y.unflatten(0, (info.batch_size, -1)), ck.unflatten(0, (info.batch_size, -1))), (0, 0)
+
+
+def _per_group(Bt: int, A: torch.Tensor) -> int:
+    """Samples per A: all of them for A (D, N), Bt / G for A (G, D, N)."""
+    if A.dim() == 2:
+        return Bt
+    if Bt % A.shape[0]:
+        raise ValueError(f"fused selective scan: {Bt} samples do not split into {A.shape[0]} groups")
+    return Bt // A.shape[0]
 
 
 def _build_kernels(triton, tl):
     # Both kernels load step t+1's (or t-1's) inputs while computing step t, to hide memory latency.
     @triton.jit
-    def fwd(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr, ck_ptr, L, D, N,
+    def fwd(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr, ck_ptr, L, D, N, PER_A,
             SAVE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
         b = tl.program_id(0).to(tl.int64)
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -128,6 +165,7 @@ def _build_kernels(triton, tl):
         md, mn = offs_d < D, offs_n < N
         m2 = md[:, None] & mn[None, :]
         tile = offs_d[:, None] * N + offs_n[None, :]
+        A_ptr = A_ptr + (b // PER_A) * D * N                               # this sample's group's A
         A2 = tl.load(A_ptr + tile, mask=m2, other=0.0) * 1.4426950408889634  # exp(ΔA) = exp2(ΔA log2 e)
         xd = b * L * D + offs_d                                            # (b, 0, d) in x, Δ, y
         bn = b * L * N + offs_n                                            # (b, 0, n) in B, C
@@ -152,7 +190,7 @@ def _build_kernels(triton, tl):
 
     @triton.jit
     def bwd(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, dy_ptr, ck_ptr, buf_ptr,
-            dx_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, L, D, N,
+            dx_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, L, D, N, PER_A,
             CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
         b = tl.program_id(0).to(tl.int64)
         pd = tl.program_id(1)
@@ -161,7 +199,7 @@ def _build_kernels(triton, tl):
         md, mn = offs_d < D, offs_n < N
         m2 = md[:, None] & mn[None, :]
         tile = offs_d[:, None] * N + offs_n[None, :]
-        A = tl.load(A_ptr + tile, mask=m2, other=0.0)
+        A = tl.load(A_ptr + (b // PER_A) * D * N + tile, mask=m2, other=0.0)
         xd = b * L * D + offs_d
         bn = b * L * N + offs_n
         part = (pd * tl.num_programs(0) + b) * L * N + offs_n             # (d block, b, 0, n) in dB, dC
