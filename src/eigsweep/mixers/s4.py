@@ -68,11 +68,11 @@ class S4(Mixer):
             I = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
             dt = torch.exp(self.log_dt)[:, None, None]
             left = I - dt / 2 * A   # invertible for any parameters: its eigenvalues have real part > 1
-            # solve_ex: no singularity check, which would read the result on the host (a sync per step) and is
-            # a data-dependent op that torch.compile cannot trace
-            Abar, _ = torch.linalg.solve_ex(left, I + dt / 2 * A)
-            Bbar, _ = torch.linalg.solve_ex(left, (dt[..., 0] * self.B)[..., None])
-            return dict(Abar=Abar, Bbar=Bbar[..., 0])
+            # one LU for both right-hand sides [I + ΔA/2 | ΔB]; solve_ex: no singularity check, which would read
+            # the result on the host (a sync per step) and is a data-dependent op that torch.compile cannot trace
+            rhs = torch.cat([(I + dt / 2 * A).expand(dt.shape[0], -1, -1), (dt[..., 0] * self.B)[..., None]], -1)
+            sol, _ = torch.linalg.solve_ex(left, rhs)                        # (H, N, N + 1)
+            return dict(Abar=sol[..., :-1], Bbar=sol[..., -1])
 
     def kernel(self, f, L):
         """K_{h,l} = C_h Ā_h^l B̄_h (H, L) for l < L by doubling: [X, Ā^{2^k} X] with X the Krylov block so far."""
