@@ -220,3 +220,19 @@ def test_corrupt_pack_checkpoint_is_moved_aside_and_the_pack_starts_from_scratch
     assert (tmp_path / "pack.pt.corrupt").exists()
     for a, b in zip(ref, fresh):
         np.testing.assert_array_equal(a.train_loss.values, b.train_loss.values)
+
+
+def test_a_pack_compiled_after_another_in_one_process_trains_as_eager():
+    """Several packs in one process (a sweep, a benchmark) compile the same methods again for other models;
+    with Dynamo's automatic dynamic shapes the second compile failed under vmap ("RuntimeError when making fake
+    tensor call": symbolic sizes of batched tensors; softmax then GLA, DeltaNet, RetNet or S4), so packs
+    compile with static shapes."""
+    for arch in ("softmax", "gla"):
+        specs = grid(arch, steps=3)
+        losses = []
+        for compile in (True, False):
+            pack = Pack(specs, ["-"] * len(specs), compile=compile)
+            for _ in range(3):
+                pack.train_step()
+            losses.append(torch.stack(pack.pending))
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-5)

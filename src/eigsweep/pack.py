@@ -29,7 +29,7 @@ from eigsweep.config import RunSpec
 from eigsweep.jobs import load_checkpoint_or_none, save_checkpoint
 from eigsweep.packs import pack_key
 from eigsweep.results import build_result, write_atomic
-from eigsweep.train import (BatchOrder, Preempted, TaskTensors, autocast, compile_requested, eval_result,
+from eigsweep.train import (BatchOrder, Preempted, TaskTensors, autocast, compile_requested, compiled, eval_result,
                             eval_sums, loss_fn, lr_factor, nan_like, new_curve, new_model, no_decay_names,
                             record_eval, setup_device, train_run)
 
@@ -139,9 +139,9 @@ class Pack:
         self.slots = list(range(len(specs)))       # stacked row -> member index
         self.members = [Member(s) for s in specs]
         self.name = hashlib.sha256(" ".join(s.run_id for s in specs).encode()).hexdigest()[:12]
-        compiled = compile_requested(compile)
-        self.loss = torch.compile(self.batch_loss) if compiled else self.batch_loss
-        self.update = torch.compile(self.clip_and_step) if compiled else self.clip_and_step
+        use_compile = compile_requested(compile)
+        self.loss = compiled(self.batch_loss) if use_compile else self.batch_loss
+        self.update = compiled(self.clip_and_step) if use_compile else self.clip_and_step
         self.pending = []
         self.step = 0
         self.elapsed = 0.0

@@ -58,6 +58,14 @@ def compile_requested(compile: bool | None) -> bool:
     return os.environ.get("EIGSWEEP_COMPILE", "0") not in ("", "0") if compile is None else compile
 
 
+def compiled(fn):
+    """torch.compile with static shapes. A second Pack or Trainer in one process (a pack shrinking as members
+    finish, several packs or models in one benchmark) recompiles the same method for new shapes; Dynamo's
+    automatic dynamic shapes would then make sizes symbolic, which vmap's batched tensors cannot handle
+    ("RuntimeError when making fake tensor call")."""
+    return torch.compile(fn, dynamic=False)
+
+
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -235,7 +243,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio))
         self.order = BatchOrder([spec.seed], tc.batch_size, len(self.tensors.train_x), self.device)
-        self.loss = torch.compile(self.batch_loss) if compile_requested(compile) else self.batch_loss
+        self.loss = compiled(self.batch_loss) if compile_requested(compile) else self.batch_loss
         self.pending = []     # losses on the device since the last read
         self.step = 0
         self.curve = new_curve()
