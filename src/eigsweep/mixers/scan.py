@@ -1,7 +1,8 @@
 """The scan kernels of the mixers: every parallel or chunked form of h_i = Λ_i h_{i-1} + x_i lives here.
 
 - ``linear_scan``: element-wise h_i = a_i ⊙ h_{i-1} + b_i (Mamba-1, RG-LRU, qLSTM, GLA across chunks), a
-  log-depth parallel scan with a hand-written backward (memory: a few tensors of b's size);
+  log-depth parallel scan with a hand-written backward (memory: a few tensors of b's size); on CUDA in eager
+  mode the one-pass Triton scan of ``linear_scan_triton``;
 - ``diagonal_scan``/``causal_fft_conv``: the same for a constant diagonal λ, by FFT (S5, LRU, S4, S4D);
 - ``chunked_linear_attention``: Σ_{j≤i} (q_i·k_j) v_j (linear and norm attention);
 - ``chunked_decay_attention``: with a decay per token and key channel or head (GLA, RetNet);
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from eigsweep.mixers.blocks import causal_mask, pad_to_chunks
+from eigsweep.mixers.linear_scan_triton import fused_available, fused_linear_scan
 
 
 # --- element-wise linear recurrence ------------------------------------------------------------------
@@ -69,9 +71,11 @@ class _LinearScan(torch.autograd.Function):
 
 def linear_scan(a: torch.Tensor, b: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """h_i = a_i ⊙ h_{i-1} + b_i along ``dim`` (time), h_{-1} = 0, for real a, b broadcastable to one shape
-    (..., L, ...); returns h of that shape."""
-    a, b = torch.broadcast_tensors(a, b)
-    return _LinearScan.apply(a.movedim(dim, 1), b.movedim(dim, 1)).movedim(1, dim)
+    (..., L, ...); returns h of that shape. On CUDA (float32/16, eager) the fused Triton scan of
+    linear_scan_triton, else the torch form below."""
+    a, b = (t.movedim(dim, 1) for t in torch.broadcast_tensors(a, b))
+    scan = fused_linear_scan if fused_available(b) else _LinearScan.apply
+    return scan(a, b).movedim(1, dim)
 
 
 # --- constant diagonal recurrence (LTI) -----------------------------------------------------------------

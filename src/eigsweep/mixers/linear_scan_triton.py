@@ -1,0 +1,117 @@
+"""The element-wise linear recurrence h_t = a_t ⊙ h_{t-1} + b_t fused in Triton (RG-LRU, qLSTM, GLA across chunks).
+
+One program per (sample, block of BLOCK channels) steps through time with h in registers: the forward reads a
+and b once and writes h; the backward reads a, h and dL/dh once, running the adjoint backwards in time,
+
+    G_t = g_t + a_{t+1} G_{t+1},   dL/db_t = G_t,   dL/da_t = G_t h_{t-1},
+
+and writes both gradients. That is one pass each way, where `scan.linear_scan` (the torch form, log-depth)
+makes several. Computation in float32; outputs in the inputs' dtype. `scan.linear_scan` calls this on CUDA for
+float32/16 inputs where Triton imports, outside torch.compile (whose graph keeps the torch form); Triton is
+imported lazily (CI has no GPU and may have no Triton). Packs: the vmap rule folds a pack's members into the
+batch (a and b are activations: nothing per member to keep apart), one launch for all of them.
+"""
+from __future__ import annotations
+
+import functools
+import types
+
+import torch
+
+BLOCK = 128         # channels per program (one warp: 4 per thread)
+
+
+@functools.cache
+def _triton():
+    """Our kernels, or None where Triton cannot be imported."""
+    try:
+        import triton
+        import triton.language as tl
+    except Exception:  # noqa: BLE001 - any import failure means: use the torch scan
+        return None
+    return _build_kernels(triton, tl)
+
+
+def fused_available(t: torch.Tensor) -> bool:
+    """True where the fused scan runs for tensors like t: CUDA, a float type below float64, Triton importable,
+    not inside torch.compile."""
+    return (t.is_cuda and t.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and not torch.compiler.is_compiling() and _triton() is not None)
+
+
+def fused_linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """h (batch, L, ...) for a, b (batch, L, ...) of one shape, time on dim 1, with no dispatch check. Vmappable."""
+    return _FusedLinearScan.apply(a, b)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """(batch, L, ...) -> contiguous float32 (batch, L, channels)."""
+    return t.detach().float().reshape(t.shape[0], t.shape[1], -1).contiguous()
+
+
+class _FusedLinearScan(torch.autograd.Function):
+    @staticmethod
+    def forward(a, b):
+        k = _triton()
+        af, bf = _flat(a), _flat(b)
+        Bt, L, D = af.shape
+        h = torch.empty_like(af)
+        k.fwd[(Bt, -(-D // BLOCK))](af, bf, h, L, D, BLOCK=BLOCK, num_warps=1)
+        return h.view(b.shape).to(b.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], output)
+
+    @staticmethod
+    def backward(ctx, g):
+        k = _triton()
+        a, h = ctx.saved_tensors
+        af, hf, gf = _flat(a), _flat(h), _flat(g)
+        Bt, L, D = af.shape
+        da, db = torch.empty_like(af), torch.empty_like(af)
+        k.bwd[(Bt, -(-D // BLOCK))](af, hf, gf, da, db, L, D, BLOCK=BLOCK, num_warps=1)
+        return da.view(a.shape).to(a.dtype), db.view(a.shape).to(h.dtype)
+
+    @staticmethod
+    def vmap(info, in_dims, a, b):
+        """A pack's members folded into the batch."""
+        a, b = (t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
+                for t, d in zip((a, b), in_dims))
+        h = _FusedLinearScan.apply(a.flatten(0, 1), b.flatten(0, 1))
+        return h.unflatten(0, (info.batch_size, -1)), 0
+
+
+def _build_kernels(triton, tl):
+    @triton.jit
+    def fwd(a_ptr, b_ptr, h_ptr, L, D, BLOCK: tl.constexpr):
+        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < D
+        p = tl.program_id(0).to(tl.int64) * L * D + offs                   # (sample, 0, channel)
+        h = tl.zeros((BLOCK,), dtype=tl.float32)
+        a_n = tl.load(a_ptr + p, mask=m, other=0.0)
+        b_n = tl.load(b_ptr + p, mask=m, other=0.0)
+        for t in range(0, L):                                              # loads of t+1 overlap step t
+            a, b = a_n, b_n
+            nxt = m & (t + 1 < L)
+            a_n = tl.load(a_ptr + p + (t + 1) * D, mask=nxt, other=0.0)
+            b_n = tl.load(b_ptr + p + (t + 1) * D, mask=nxt, other=0.0)
+            h = a * h + b
+            tl.store(h_ptr + p + t * D, h, mask=m)
+
+    @triton.jit
+    def bwd(a_ptr, h_ptr, g_ptr, da_ptr, db_ptr, L, D, BLOCK: tl.constexpr):
+        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < D
+        p = tl.program_id(0).to(tl.int64) * L * D + offs
+        G = tl.zeros((BLOCK,), dtype=tl.float32)
+        a_next = tl.zeros((BLOCK,), dtype=tl.float32)                      # a_{t+1}; 0 past the end
+        for j in range(0, L):
+            t = L - 1 - j
+            G = tl.load(g_ptr + p + t * D, mask=m, other=0.0) + a_next * G
+            h_prev = tl.load(h_ptr + p + (t - 1) * D, mask=m & (t > 0), other=0.0)
+            tl.store(db_ptr + p + t * D, G, mask=m)
+            tl.store(da_ptr + p + t * D, G * h_prev, mask=m)
+            a_next = tl.load(a_ptr + p + t * D, mask=m, other=0.0)
+
+    return types.SimpleNamespace(fwd=fwd, bwd=bwd)
