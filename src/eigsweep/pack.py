@@ -29,9 +29,9 @@ from eigsweep.config import RunSpec
 from eigsweep.jobs import load_checkpoint_or_none, save_checkpoint
 from eigsweep.packs import pack_key
 from eigsweep.results import build_result, write_atomic
-from eigsweep.train import (BatchOrder, Preempted, TaskTensors, autocast, compile_requested, compiled, eval_result,
-                            eval_sums, loss_fn, lr_factor, nan_like, new_curve, new_model, no_decay_names,
-                            record_eval, setup_device, train_run)
+from eigsweep.train import (BatchOrder, Preempted, TaskTensors, autocast, compile_requested, compiled,
+                            eval_result, eval_sums, loss_fn, lr_factor, nan_like, new_curve, new_model,
+                            no_decay_names, record_eval, setup_device, train_run)
 
 log = logging.getLogger("eigsweep.pack")
 # attention kernels used under vmap: cuDNN's is left out (on an H200 its vmapped backward gave NaN gradients

@@ -59,10 +59,10 @@ def compile_requested(compile: bool | None) -> bool:
 
 
 def compiled(fn):
-    """torch.compile with static shapes. A second Pack or Trainer in one process (a pack shrinking as members
-    finish, several packs or models in one benchmark) recompiles the same method for new shapes; Dynamo's
-    automatic dynamic shapes would then make sizes symbolic, which vmap's batched tensors cannot handle
-    ("RuntimeError when making fake tensor call")."""
+    """torch.compile with static shapes. A second Pack or Trainer of another model in one process (a sweep's
+    packs, a benchmark's models) recompiles the same method for new shapes; Dynamo's automatic dynamic shapes
+    would then make sizes symbolic, which vmap's batched tensors cannot handle ("RuntimeError when making fake
+    tensor call")."""
     return torch.compile(fn, dynamic=False)
 
 

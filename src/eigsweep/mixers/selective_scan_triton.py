@@ -20,8 +20,11 @@ term stays in torch.
 
 Packs (torch.func.vmap over a pack's members, `eigsweep.pack`): A may be (G, D, N), one A per group of B/G
 consecutive samples. The Function's vmap rule folds the members into the batch (member-major) and passes their
-stacked A as groups, so a pack of M members is one launch of M·B programs per kernel, not M launches. Computation is in float32 whatever the input dtype. `selective_scan` falls back to the torch scan (scan.linear_scan) on CPU, in float64 and where Triton
-cannot be imported (it is imported lazily: CI has no GPU and may have no Triton).
+stacked A as groups, so a pack of M members is one launch of M·B programs per kernel, not M launches.
+
+Computation is in float32 whatever the input dtype. `selective_scan` falls back to the torch scan
+(scan.linear_scan) on CPU, in float64 and where Triton cannot be imported (it is imported lazily: CI has no GPU
+and may have no Triton).
 """
 from __future__ import annotations
 
