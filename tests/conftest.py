@@ -24,3 +24,18 @@ def fake_submitit_handler():
     signal.signal(signal.SIGUSR2, old)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     signal.alarm(0)
+
+
+def run_in_triton_interpreter(module: str, call: str) -> None:
+    """Runs ``module.call`` (a check of a test module beside this file) in a fresh Python with
+    TRITON_INTERPRET=1, where Triton runs its kernels on CPU tensors; skips where Triton is not installed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton")
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import {module}; {module}.{call}"
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TRITON_INTERPRET": "1"},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -4,10 +4,8 @@ CPU (normal suite): the dispatch keeps the torch form and importing the scans do
 Triton is installed, the kernels run through its interpreter (TRITON_INTERPRET=1) and match. GPU (``-m gpu``):
 the same check on CUDA, and RG-LRU on CUDA (fused) equals the same mixer forced onto the torch form.
 """
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +14,7 @@ from eigsweep.config import ModelConfig
 from eigsweep.mixers import linear_scan_triton as lst
 from eigsweep.mixers import scan
 from eigsweep.mixers.rglru import RGLRU
+from conftest import run_in_triton_interpreter
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available() or lst._triton() is None, reason="needs CUDA and Triton")
 
@@ -64,12 +63,7 @@ def test_cpu_keeps_the_torch_form_and_does_not_import_triton():
 
 
 def test_fused_linear_scan_under_the_triton_interpreter():
-    pytest.importorskip("triton")
-    code = ("import sys; sys.path.insert(0, %r); import test_linear_scan_triton as t; "
-            "t.check_fused_linear_scan('cpu')" % str(Path(__file__).parent))
-    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TRITON_INTERPRET": "1"},
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_in_triton_interpreter("test_linear_scan_triton", "check_fused_linear_scan('cpu')")
 
 
 @pytest.mark.gpu

@@ -9,10 +9,8 @@ the torch scan; and the fused scan's peak memory (checkpoints, per-block sums of
 (B, L, D, N) history (the torch scan's is several times the history).
 """
 import dataclasses
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +20,7 @@ from eigsweep.config import ModelConfig
 from eigsweep.mixers import selective_scan_triton as sst
 from eigsweep.mixers.mamba import Mamba
 from eigsweep.mixers.scan import linear_scan
+from conftest import run_in_triton_interpreter
 
 CFG = ModelConfig(d_model=16, n_layers=1, n_heads=1, d_state=8, expand=2, head_dim=8)
 gpu = pytest.mark.skipif(not torch.cuda.is_available() or sst._triton() is None, reason="needs CUDA and Triton")
@@ -159,9 +158,4 @@ def test_vmapped_fused_scan_gives_each_member_its_own_scan():
 def test_vmapped_fused_scan_under_the_triton_interpreter():
     """The same check on CPU through Triton's interpreter (TRITON_INTERPRET=1), where Triton is installed:
     the packed kernels' indexing (one A per group of samples) and the vmap rule, without a GPU."""
-    pytest.importorskip("triton")
-    code = ("import sys; sys.path.insert(0, %r); import test_selective_scan_triton as t; "
-            "t.check_vmapped_fused_scan('cpu')" % str(Path(__file__).parent))
-    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TRITON_INTERPRET": "1"},
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_in_triton_interpreter("test_selective_scan_triton", "check_vmapped_fused_scan('cpu')")

@@ -18,24 +18,21 @@ import types
 
 import torch
 
+from eigsweep.mixers.triton_support import FUSED_DTYPES, build_kernels
+
 BLOCK = 128         # channels per program (one warp: 4 per thread)
 
 
 @functools.cache
 def _triton():
     """Our kernels, or None where Triton cannot be imported."""
-    try:
-        import triton
-        import triton.language as tl
-    except Exception:  # noqa: BLE001 - any import failure means: use the torch scan
-        return None
-    return _build_kernels(triton, tl)
+    return build_kernels(_build_kernels)
 
 
 def fused_available(t: torch.Tensor) -> bool:
     """True where the fused scan runs for tensors like t: CUDA, a float type below float64, Triton importable,
     not inside torch.compile."""
-    return (t.is_cuda and t.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    return (t.is_cuda and t.dtype in FUSED_DTYPES
             and not torch.compiler.is_compiling() and _triton() is not None)
 
 

@@ -33,6 +33,8 @@ import types
 
 import torch
 
+from eigsweep.mixers.triton_support import FUSED_DTYPES, build_kernels
+
 CHUNK = 16          # tokens between checkpoints (memory: B·L·D·N / CHUNK floats saved for backward)
 # per kernel: channels per program (BLOCK_D; the state tile is BLOCK_D × next_pow2(N) floats in registers) and
 # state-tile floats per thread (sets the warps per program, 1 to 8). Measured on an H200 at batch 64, L 512,
@@ -43,18 +45,13 @@ SHAPE = {"fwd": (16, 64), "bwd": (8, 32)}
 
 @functools.cache
 def _triton():
-    """The Triton module and our kernels, or None where Triton cannot be imported."""
-    try:
-        import triton
-        import triton.language as tl
-    except Exception:  # noqa: BLE001 - any import failure means: use the torch scan
-        return None
-    return _build_kernels(triton, tl)
+    """Our kernels, or None where Triton cannot be imported."""
+    return build_kernels(_build_kernels)
 
 
 def fused_available(t: torch.Tensor) -> bool:
     """True where the fused scan runs for tensors like t: CUDA, a float type below float64, Triton importable."""
-    return t.is_cuda and t.dtype in (torch.float32, torch.float16, torch.bfloat16) and _triton() is not None
+    return t.is_cuda and t.dtype in FUSED_DTYPES and _triton() is not None
 
 
 def selective_scan(x, dt, A, B, C, D=None):

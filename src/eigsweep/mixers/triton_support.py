@@ -1,0 +1,16 @@
+"""Triton, imported on first use only: CI has no GPU and may have no Triton, and importing a mixer never imports it."""
+from __future__ import annotations
+
+import torch
+
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)   # what the fused kernels take (they compute in fp32)
+
+
+def build_kernels(build):
+    """``build(triton, triton.language)``, or None where Triton cannot be imported."""
+    try:
+        import triton
+        import triton.language as tl
+    except Exception:  # noqa: BLE001 - any import failure means: use the torch scan
+        return None
+    return build(triton, tl)
