@@ -620,6 +620,11 @@ def _clone(settings_obj):
     return new
 
 
+def sweep_lrs(sweep_cfg: dict, arch: str) -> list[float]:
+    """The learning rates a sweep (its config entry) trains ``arch`` at: its ``lr_by_arch`` entry, else ``lr``."""
+    return sweep_cfg.get("lr_by_arch", {}).get(arch, sweep_cfg.get("lr", [1e-3]))
+
+
 def sweep_runs(config: dict, sweep: str) -> list[RunSpec]:
     """Every grid point of a sweep as a RunSpec, in a stable order. A modification is expanded only for
     the architectures it applies to (see `applies`). The settings are validated once per sweep."""
@@ -640,7 +645,7 @@ def sweep_runs(config: dict, sweep: str) -> list[RunSpec]:
         if (arch, mod) in skip:
             continue
         model = models[(arch if arch in by_arch else None, mod)]
-        for lr in s.get("lr_by_arch", {}).get(arch, s.get("lr", [1e-3])):
+        for lr in sweep_lrs(s, arch):
             runs.append(RunSpec(sweep=sweep, arch=arch, task=task, modification=mod, seed=int(seed),
                                 lr=float(lr), task_params=dict(config["tasks"][task]),
                                 model=_clone(model), train=_clone(train), eval=evalc))

@@ -347,11 +347,12 @@ class Pack:
                 results = self.evaluate_all()
                 split = self.tensors.stop_split
                 results = {i: results[r] for r, i in enumerate(self.slots)}      # by member
+                running = self.running()
                 log.info("pack %s step %d/%d: train loss %s; %s loss %s; %s acc %s", self.name, self.step, tc.steps,
-                         " ".join(f"{self.members[i].curve['train_loss'][-1]:.4f}" for i in self.running()), split,
-                         " ".join(f"{results[i][split]['loss']:.4f}" for i in self.running()), split,
-                         " ".join(f"{results[i][split]['acc']:.4f}" for i in self.running()))
-                for i in self.running():
+                         " ".join(f"{self.members[i].curve['train_loss'][-1]:.4f}" for i in running), split,
+                         " ".join(f"{results[i][split]['loss']:.4f}" for i in running), split,
+                         " ".join(f"{results[i][split]['acc']:.4f}" for i in running))
+                for i in running:
                     record_eval(self.members[i].curve, self.members[i].step, results[i])
                     if results[i][split]["acc"] >= self.specs[i].train.target_acc:
                         log.info("%s reached target accuracy at step %d", self.specs[i].run_id, self.step)

@@ -45,11 +45,13 @@ def sweep_families(sweep_cfg: dict, figures_cfg: dict | None = None) -> list[str
     """The figure families that apply to a sweep (its config entry), in FAMILIES order."""
     from eigsweep import registry
 
+    from eigsweep.config import sweep_lrs
+
     figures_cfg = figures_cfg or {}
     mods = sweep_cfg.get("modification", ["none"])
     lti = any(eigen_kind(a)["lti"] for a in sweep_cfg["arch"] if a in registry.MIXERS)
-    lrs = [sweep_cfg.get("lr_by_arch", {}).get(a, sweep_cfg.get("lr", ())) for a in sweep_cfg["arch"]]
-    skip = {"modifications": len(mods) < 2, "complex_plane": not lti, "lr_sensitivity": max(map(len, lrs)) < 2,
+    several_lrs = any(len(sweep_lrs(sweep_cfg, a)) > 1 for a in sweep_cfg["arch"])
+    skip = {"modifications": len(mods) < 2, "complex_plane": not lti, "lr_sensitivity": not several_lrs,
             "spectrum_bars_per_head": not figures_cfg.get("per_head", False)}
     return [f for f in FAMILIES if not skip.get(f, False)]
 

@@ -67,11 +67,12 @@ class S4(Mixer):
             A = self.state_matrix()
             I = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
             dt = torch.exp(self.log_dt)[:, None, None]
-            left = I - dt / 2 * A   # invertible for any parameters: its eigenvalues have real part > 1
-            # one LU for both right-hand sides [I + ΔA/2 | ΔB]; solve_ex: no singularity check, which would read
-            # the result on the host (a sync per step) and is a data-dependent op that torch.compile cannot trace
-            rhs = torch.cat([(I + dt / 2 * A).expand(dt.shape[0], -1, -1), (dt[..., 0] * self.B)[..., None]], -1)
-            sol, _ = torch.linalg.solve_ex(left, rhs)                        # (H, N, N + 1)
+            half = dt / 2 * A                                                  # ΔA/2 (H, N, N)
+            # I − ΔA/2 is invertible for any parameters (its eigenvalues have real part > 1). One LU for both
+            # right-hand sides [I + ΔA/2 | ΔB]; solve_ex: no singularity check, which would read the result on
+            # the host (a sync per step) and is a data-dependent op that torch.compile cannot trace
+            rhs = torch.cat([I + half, (dt[..., 0] * self.B)[..., None]], -1)
+            sol, _ = torch.linalg.solve_ex(I - half, rhs)                    # (H, N, N + 1)
             return dict(Abar=sol[..., :-1], Bbar=sol[..., -1])
 
     def kernel(self, f, L):
