@@ -6,7 +6,7 @@ At the paper's MQAR size (batch 64, L 512, d_model 128, expand 2, 2 layers, voca
 matmuls, as mamba_scan.py): ms per training step (forward + backward + AdamW, median of --repeat after 3
 warm-ups) of softmax attention and of RG-LRU, qLSTM and GLA (GLA's scan across chunks) on each scan, as
 ratios to softmax in the same run; then the scan alone (forward + backward, batch 64, L 512, 256 channels).
-Not yet run on the GPU (written 2026-11-29; the fused scan is checked on CPU through Triton's interpreter).
+First run on the H200 on 2026-11-29: `benchmarks/README.md`, fourth round.
 """
 from __future__ import annotations
 
