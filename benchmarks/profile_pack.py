@@ -1,6 +1,7 @@
-"""Where a pack's step spends its GPU time: the top kernels of a few profiled steps, per model.
+"""Where a pack's (or a solo run's) step spends its GPU time: the top kernels of a few profiled steps, per model.
 
     python benchmarks/profile_pack.py --members 32 --models softmax mamba2 deltanet
+    python benchmarks/profile_pack.py --solo --models s4 gla deltanet gated_deltanet mamba   # Trainer.train_step
 """
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ def main():
     p.add_argument("--models", nargs="*", default=["softmax", "mamba2", "deltanet"])
     p.add_argument("--rows", type=int, default=18)
     p.add_argument("--compile", action="store_true", help="profile compiled packs (Pack(compile=True))")
+    p.add_argument("--solo", action="store_true", help="profile the solo path (Trainer.train_step), not a pack")
     args, rest = p.parse_known_args()
     bench = tp.argparse.Namespace(vocab=8192, seq_len=512, kv=64, n_train=4096, d_model=128, layers=2, d_state=128,
                                   batch=64, device="cuda")
     tp.cache_task_data()
     for arch in args.models:
-        pack = Pack([tp.make_spec(bench, arch, seed=s) for s in range(args.members)], ["-"] * args.members,
-                    compile=args.compile)
+        if args.solo:
+            pack = tp.Trainer(tp.make_spec(bench, arch), compile=args.compile)
+        else:
+            pack = Pack([tp.make_spec(bench, arch, seed=s) for s in range(args.members)], ["-"] * args.members,
+                        compile=args.compile)
         for _ in range(3):
             pack.train_step()
         torch.cuda.synchronize()
@@ -33,7 +38,8 @@ def main():
             for _ in range(3):
                 pack.train_step()
             torch.cuda.synchronize()
-        print(f"## {arch}, pack of {args.members}, 3 steps")
+        print(f"## {arch}, {'solo' if args.solo else f'pack of {args.members}'}, 3 steps"
+              f"{', compiled' if args.compile else ''}")
         try:
             table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=args.rows,
                                               max_name_column_width=70)

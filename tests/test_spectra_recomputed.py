@@ -41,6 +41,19 @@ def test_multi_chunk_forward_matches_recurrence(arch, short_conv):
     assert rel_err(mixer(u), mixer.recurrence(u)) <= 1e-9
 
 
+@pytest.mark.parametrize("arch", ["mamba2", "mamba2_lti", "linear", "linear_unnorm", "norm"])
+def test_multi_chunk_forward_matches_recurrence_other_chunked_mixers(arch):
+    """The other chunked forms (Mamba-2's SSD, the linear-attention family) across chunks, and the same
+    output whatever the chunk size (the chunk size is a speed setting, benchmarks/chunk_sizes.py)."""
+    mixer = make(arch)
+    mixer.chunk = 5                      # 23 tokens: 4 full chunks + a padded one
+    u = rand_u()
+    y = mixer(u)
+    assert rel_err(y, mixer.recurrence(u)) <= 1e-9
+    mixer.chunk = 64                     # one chunk
+    assert rel_err(y, mixer(u)) <= 1e-12
+
+
 def test_short_conv_changes_attention_like_mixers():
     u = rand_u()
     for arch in ("gla", "retnet", "deltanet", "gated_deltanet"):
