@@ -14,13 +14,11 @@ matmuls, logits at every position) per model and chunk size, as a ratio to softm
 from __future__ import annotations
 
 import argparse
-import datetime
 
 import torch
 
 from eigsweep import registry
-from eigsweep.config import ModelConfig
-from mamba_scan import train_step
+from mamba_scan import paper_size, train_step
 
 
 def main():
@@ -29,12 +27,7 @@ def main():
     p.add_argument("--chunks", nargs="*", type=int, default=[16, 32, 64, 128])
     p.add_argument("--repeat", type=int, default=10)
     args = p.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = True
-    vocab, Bt, L = 8192, 64, 512
-    cfg = ModelConfig(d_model=128, n_layers=2, n_heads=1, d_state=128, expand=2, head_dim=64)
-    x = torch.randint(0, vocab, (Bt, L), device="cuda")
-    y = torch.randint(0, vocab, (Bt, L), device="cuda")
-    print(f"# {datetime.date.today()} {torch.cuda.get_device_name()} torch {torch.__version__}")
+    cfg, vocab, x, y = paper_size()
     soft, _ = train_step("softmax", cfg, vocab, x, y, args.repeat)
     print(f"softmax: {soft:.2f} ms/step\n| model | chunk | ms/step | × softmax | peak GiB |\n|---|---:|---:|---:|---:|")
     for arch in args.models:

@@ -51,6 +51,18 @@ def timed(fn, warmup=3, repeat=10) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def paper_size():
+    """(cfg, vocab, x, y) of the paper's MQAR size on CUDA (batch 64, L 512, d_model 128, 2 layers, state 128,
+    expand 2, vocab 8192; random tokens: only the step's time is measured), TF32 matmuls on; prints the header."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    vocab, Bt, L = 8192, 64, 512
+    cfg = ModelConfig(d_model=128, n_layers=2, n_heads=1, d_state=128, expand=2, head_dim=64)
+    x = torch.randint(0, vocab, (Bt, L), device="cuda")
+    y = torch.randint(0, vocab, (Bt, L), device="cuda")
+    print(f"# {datetime.date.today()} {torch.cuda.get_device_name()} torch {torch.__version__}")
+    return cfg, vocab, x, y
+
+
 def train_step(arch, cfg, vocab, x, y, repeat):
     """(ms per step, peak GiB) of one AdamW training step of `arch`."""
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ import types
 
 import torch
 
-from eigsweep.mixers.triton_support import FUSED_DTYPES, build_kernels
+from eigsweep.mixers.triton_support import build_kernels, eager_fused
 
 BLOCK = 128         # channels per program (one warp: 4 per thread)
 
@@ -30,10 +30,8 @@ def _triton():
 
 
 def fused_available(t: torch.Tensor) -> bool:
-    """True where the fused scan runs for tensors like t: CUDA, a float type below float64, Triton importable,
-    not inside torch.compile."""
-    return (t.is_cuda and t.dtype in FUSED_DTYPES
-            and not torch.compiler.is_compiling() and _triton() is not None)
+    """True where the fused scan runs for tensors like t (triton_support.eager_fused)."""
+    return eager_fused(t, _triton)
 
 
 def fused_linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

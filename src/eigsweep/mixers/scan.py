@@ -5,7 +5,7 @@
   mode the one-pass Triton scan of ``linear_scan_triton``;
 - ``diagonal_scan``/``causal_fft_conv``: the same for a constant diagonal λ, by FFT (S5, LRU, S4, S4D);
 - ``chunked_linear_attention``: Σ_{j≤i} (q_i·k_j) v_j (linear and norm attention);
-- ``chunked_decay_attention``: with a decay per token and key channel or head (GLA, RetNet);
+- ``chunked_decay_attention``: decay per token and key channel (GLA; CUDA: ``decay_scores_triton``) or head (RetNet);
 - ``ssd_chunked``: Mamba-2's state space duality form, scalar decay per head.
 The DeltaNet family's chunked delta rule stays in deltanet.py (its one user). None of these loops over tokens
 in Python, and none updates a tensor in place, so they compose with torch.func.vmap.
@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from eigsweep.mixers.blocks import causal_mask, pad_to_chunks
+from eigsweep.mixers.decay_scores_triton import decay_scores
+from eigsweep.mixers.decay_scores_triton import fused_available as decay_scores_available
 from eigsweep.mixers.linear_scan_triton import fused_available, fused_linear_scan
 
 
@@ -129,12 +131,15 @@ def chunked_decay_attention(q, k, v, log_a, chunk):
     q, k, v, log_a = (t.reshape(B, H, n, T, t.shape[-1]) for t in (q, k, v, log_a))
     g = log_a.cumsum(dim=3)                                            # (B, H, n, T, Nd), inclusive
     # inside a chunk: y_i = Σ_{j≤i} Σ_n q_in k_jn exp(g_in − g_jn) v_j
-    diff = g[..., :, None, :] - g[..., None, :, :]                     # (B, H, n, T, T, Nd)
-    decay = torch.exp(diff.masked_fill(~causal_mask(T, q.device)[..., None], float("-inf")))
-    if log_a.shape[-1] == 1:
-        scores = (q @ k.transpose(-1, -2)) * decay[..., 0]
+    if log_a.shape[-1] > 1 and decay_scores_available(q):
+        scores = decay_scores(q, k, g)                                  # fused: no (…, T, T, N) decays
     else:
-        scores = torch.einsum("bhcin,bhcjn,bhcijn->bhcij", q, k, decay)
+        diff = g[..., :, None, :] - g[..., None, :, :]                 # (B, H, n, T, T, Nd)
+        decay = torch.exp(diff.masked_fill(~causal_mask(T, q.device)[..., None], float("-inf")))
+        if log_a.shape[-1] == 1:
+            scores = (q @ k.transpose(-1, -2)) * decay[..., 0]
+        else:
+            scores = torch.einsum("bhcin,bhcjn,bhcijn->bhcij", q, k, decay)
     y = scores @ v                                                      # (B, H, n, T, P)
     # each chunk's own contribution to the state at its end
     g_end = g[..., -1:, :]                                              # (B, H, n, 1, Nd)

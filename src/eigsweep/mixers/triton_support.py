@@ -14,3 +14,10 @@ def build_kernels(build):
     except Exception:  # noqa: BLE001 - any import failure means: use the torch scan
         return None
     return build(triton, tl)
+
+
+def eager_fused(t: torch.Tensor, kernels) -> bool:
+    """True where a fused kernel runs for tensors like t: CUDA, a float type below float64, not inside
+    torch.compile (whose traced graph keeps the torch form), Triton importable (``kernels()`` is not None)."""
+    return (t.is_cuda and t.dtype in FUSED_DTYPES
+            and not torch.compiler.is_compiling() and kernels() is not None)
