@@ -144,7 +144,8 @@ def main():
 
 
 def sweep(B, L, D, states, repeat):
-    """The fused scan alone for a few kernel shapes (BLOCK_D, state floats per thread) of each kernel."""
+    """The fused scan alone for a few kernel shapes (BLOCK_D, state floats per thread) of each kernel, then for
+    a few checkpoint intervals (CHUNK)."""
     print("\n| state | kernel | BLOCK_D | warps | forward ms | forward + backward ms |")
     print("|---:|---|---:|---:|---:|---:|")
     default = dict(sst.SHAPE)
@@ -158,6 +159,17 @@ def sweep(B, L, D, states, repeat):
                 warps = sst._launch_shape(kernel, N)[2]
                 print(f"| {N} | {kernel} | {shape[0]} | {warps} | {fwd_ms:.2f} | {ms:.2f} |", flush=True)
     sst.SHAPE = default
+    # CHUNK: the backward's per-program buffer of CHUNK + 1 states (BLOCK_D·N floats each; 68 KB at CHUNK 16,
+    # BLOCK_D 8, N 128) stays in L2 only while all resident programs' buffers fit (2,048 programs here: 139 MB
+    # at CHUNK 16, over the H200's 50 MB L2); a smaller CHUNK shrinks them but writes more checkpoints
+    print("\n| state | CHUNK | forward ms | forward + backward ms | peak GiB |\n|---:|---:|---:|---:|---:|")
+    chunk = sst.CHUNK
+    for N in states:
+        for sst.CHUNK in (2, 4, 8, 16, 32):
+            fwd_ms, _ = scan_alone(sst._FusedScan.apply, B, L, D, N, repeat, backward=False)
+            ms, peak = scan_alone(sst._FusedScan.apply, B, L, D, N, repeat)
+            print(f"| {N} | {sst.CHUNK} | {fwd_ms:.2f} | {ms:.2f} | {peak:.2f} |", flush=True)
+    sst.CHUNK = chunk
 
 
 if __name__ == "__main__":
