@@ -229,10 +229,15 @@ def test_a_pack_compiled_after_another_in_one_process_trains_as_eager():
     compile with static shapes."""
     for arch in ("softmax", "gla"):
         specs = grid(arch, steps=3)
-        losses = []
+        losses, evals = [], []
         for compile in (True, False):
             pack = Pack(specs, ["-"] * len(specs), compile=compile)
             for _ in range(3):
                 pack.train_step()
             losses.append(torch.stack(pack.pending))
+            evals.append(pack.evaluate_all())          # compiled too: the same accuracies and losses
         torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-5)
+        for compiled_eval, eager_eval in zip(*evals):
+            for split, result in eager_eval.items():
+                assert compiled_eval[split]["acc"] == result["acc"]
+                assert compiled_eval[split]["loss"] == pytest.approx(result["loss"], rel=1e-5)

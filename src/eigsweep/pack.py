@@ -142,6 +142,7 @@ class Pack:
         use_compile = compile_requested(compile)
         self.loss = compiled(self.batch_loss) if use_compile else self.batch_loss
         self.update = compiled(self.clip_and_step) if use_compile else self.clip_and_step
+        self.eval_sums = compiled(self.chunk_eval_sums) if use_compile else self.chunk_eval_sums
         self.pending = []
         self.step = 0
         self.elapsed = 0.0
@@ -182,20 +183,24 @@ class Pack:
         clip_per_member([p.grad for p in self.params if p.grad is not None], self.tc.grad_clip)
         self.opt.step(lr, active)
 
+    def chunk_eval_sums(self, x, positions, y):
+        """(rows, 3): each stacked row's loss sum, correct and labelled counts (eval_sums) on one chunk of an
+        evaluation split, one vmapped forward (torch.compile'd with the pack: evaluations were ≈ 12% of an eager
+        Mamba-2 pack's time)."""
+        logits = vmap(self.forward, in_dims=(0, 0, None, None))(self.params, self.buffers, x, positions)
+        return vmap(eval_sums, in_dims=(0, None))(logits, y)
+
     @torch.no_grad()
     def evaluate_all(self) -> list[dict[str, dict]]:
-        """Per stacked row (``slots``), {split: accuracy, loss, perplexity} on every evaluation split (one vmapped
-        forward per chunk)."""
+        """Per stacked row (``slots``), {split: accuracy, loss, perplexity} on every evaluation split."""
         bs = max(1, self.specs[0].eval.batch_size // len(self.slots))
-        fwd = vmap(self.forward, in_dims=(0, 0, None, None))
-        per_member = vmap(eval_sums, in_dims=(0, None))
         out = [{} for _ in self.slots]
         with autocast(self.device), sdpa_kernel(SDPA_BACKENDS):
             for split, (x, positions, y) in self.tensors.splits.items():
                 sums = 0
                 for s in range(0, len(x), bs):
                     pos = None if positions is None else positions[s : s + bs]
-                    sums = sums + per_member(fwd(self.params, self.buffers, x[s : s + bs], pos), y[s : s + bs])
+                    sums = sums + self.eval_sums(x[s : s + bs], pos, y[s : s + bs])
                 for i, row in enumerate(sums.tolist()):
                     out[i][split] = eval_result(row)
         return out
