@@ -204,8 +204,28 @@ def test_statistics_tables_collapse_duplicates(tmp_path):
     assert arch.n_runs.to_dict() == {"softmax": 3, "deltanet": 6}
     assert arch.rho["softmax"] == pytest.approx(1.0)
     paths = stats.write_tables(ds, tmp_path, {"n_boot": 100, "n_perm": 100})
-    assert [p.name for p in paths] == ["correlations.csv", "correlations_by_arch.csv", "correlations.nc"]
+    assert [p.name for p in paths] == ["correlations.csv", "correlations_by_arch.csv", "correlations.nc",
+                                       "accuracy.csv"]
     assert (tmp_path / "correlations.csv").read_text().count("\nt,") == 4
+    assert len((tmp_path / "accuracy.csv").read_text().splitlines()) == 1 + 9 + 3      # duplicates kept
+
+
+def test_accuracy_table_marks_the_lr_the_figures_choose():
+    from figure_data import run, summary
+
+    # softmax: lr 1e-3 has the better mean over seeds (0.6, 0.8 against 0.9, 0.3); linear: one lr
+    runs = [run("softmax", seed=s, lr=lr, acc=a) for lr, accs in ((1e-3, (0.6, 0.8)), (1e-2, (0.9, 0.3)))
+            for s, a in enumerate(accs)]
+    runs += [run("linear", seed=s, lr=1e-2, acc=0.1 * s) for s in range(2)]
+    table = stats.accuracy_table(summary(runs))
+    assert list(table.columns) == ["run_id", "task", "arch", "modification", "lr", "seed", "status", "final_acc",
+                                   "best_acc", "lr_chosen"]
+    assert table.final_acc.tolist() == [0.6, 0.8, 0.9, 0.3, 0.0, 0.1]
+    assert table.lr_chosen.tolist() == [True, True, False, False, True, True]
+    # choosing on the best accuracy during training instead: softmax's 1e-2 runs peaked higher
+    best = summary([dict(r, best=r["acc"] + (0.5 if r["lr"] == 1e-2 and r["arch"] == "softmax" else 0))
+                    for r in runs])
+    assert stats.accuracy_table(best, {"accuracy": "best"}).lr_chosen.tolist()[:4] == [False, False, True, True]
 
 
 def test_mean_interval():

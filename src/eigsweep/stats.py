@@ -1,6 +1,7 @@
 """Statistics the paper lacked: per-run spectral statistics, their rank correlation with accuracy in ways that
 respect model identity, intervals over seeds. Pure numpy/scipy/xarray (no torch, no plotting); the
-``statistics`` rule writes their tables (``write_tables``), the figures read them.
+``statistics`` rule writes their tables (``write_tables``; with them each run's accuracies, ``accuracy_table``),
+the figures read them.
 
 Per-run spectral statistics (from the trained spectrum of a result file, pooled over layers and heads):
 
@@ -399,6 +400,26 @@ def statistics_tables(ds: xr.Dataset, options: dict | None = None):
     return runstats, table, by_arch
 
 
+ACCURACY_COLUMNS = ("status", "steps_done", "final_val_acc", "final_acc", "best_val_acc", "best_acc")
+
+
+def accuracy_table(ds: xr.Dataset, options: dict | None = None):
+    """One row per run of a summary, in its order: run id, task, arch, modification, lr, seed; then (where the
+    summary has them) status, steps trained, the validation and test accuracy of the final model and the best
+    during training (``*_val_acc``: the validation split; ``final_acc``/``best_acc``: test); and ``lr_chosen``:
+    whether the run's lr is the one the figures use for its model (the best mean validation accuracy over seeds,
+    selection.best_lr_runs, on the accuracy ``options`` names). Duplicates are kept: these are per-run facts."""
+    import pandas as pd
+
+    from eigsweep.figures import selection
+
+    chosen = set(selection.best_lr_runs(ds, selection.accuracy_var(options)).run.values.tolist())
+    cols = {k: ds[k].values for k in ("run_id", "task", "arch", "modification", "lr", "seed")}
+    cols.update({k: ds[k].values for k in ACCURACY_COLUMNS if k in ds})
+    cols["lr_chosen"] = [r in chosen for r in ds.run.values.tolist()]
+    return pd.DataFrame(cols)
+
+
 def _write_csv_atomic(frame, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -411,16 +432,19 @@ def _write_csv_atomic(frame, path: Path) -> None:
 
 
 def write_tables(ds: xr.Dataset, outdir: str | Path, options: dict | None = None) -> list[Path]:
-    """results/<sweep>/correlations.csv, correlations_by_arch.csv and correlations.nc, written atomically."""
+    """results/<sweep>/correlations.csv, correlations_by_arch.csv, correlations.nc and accuracy.csv (accuracy_table),
+    written atomically."""
     from eigsweep.results import write_atomic
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     runstats, table, by_arch = statistics_tables(ds, options)
-    paths = [outdir / "correlations.csv", outdir / "correlations_by_arch.csv", outdir / "correlations.nc"]
+    paths = [outdir / name for name in ("correlations.csv", "correlations_by_arch.csv", "correlations.nc",
+                                        "accuracy.csv")]
     _write_csv_atomic(table, paths[0])
     _write_csv_atomic(by_arch, paths[1])
     write_atomic(correlations_dataset(table, by_arch, runstats), paths[2])
+    _write_csv_atomic(accuracy_table(ds, options), paths[3])
     return paths
 
 
