@@ -203,3 +203,15 @@ def test_batch_order_is_a_function_of_seed_and_step():
     epoch0 = torch.cat([steps[0], steps[1], steps[2][:, :2]], dim=1)
     assert all(sorted(row.tolist()) == list(range(12)) for row in epoch0)   # each epoch a permutation
     assert not torch.equal(steps[0][0], steps[0][1])                         # members differ
+
+
+def test_compile_mode_comes_from_the_environment(monkeypatch):
+    """EIGSWEEP_COMPILE_MODE reaches torch.compile's mode (static shapes always); unset, the default mode."""
+    seen = {}
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.update(kw) or fn)
+    monkeypatch.setenv("EIGSWEEP_COMPILE_MODE", "max-autotune-no-cudagraphs")
+    assert train_mod.compiled(len) is len
+    assert seen == dict(dynamic=False, mode="max-autotune-no-cudagraphs")
+    monkeypatch.delenv("EIGSWEEP_COMPILE_MODE")
+    train_mod.compiled(len)
+    assert seen == dict(dynamic=False, mode=None)

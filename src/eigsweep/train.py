@@ -62,8 +62,9 @@ def compiled(fn):
     """torch.compile with static shapes. A second Pack or Trainer of another model in one process (a sweep's
     packs, a benchmark's models) recompiles the same method for new shapes; Dynamo's automatic dynamic shapes
     would then make sizes symbolic, which vmap's batched tensors cannot handle ("RuntimeError when making fake
-    tensor call")."""
-    return torch.compile(fn, dynamic=False)
+    tensor call"). ``EIGSWEEP_COMPILE_MODE`` passes torch.compile's ``mode`` (e.g. max-autotune-no-cudagraphs:
+    Inductor times its own matmul kernels against cuBLAS, minutes of compiling); unset: the default mode."""
+    return torch.compile(fn, dynamic=False, mode=os.environ.get("EIGSWEEP_COMPILE_MODE") or None)
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
