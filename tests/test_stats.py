@@ -205,9 +205,35 @@ def test_statistics_tables_collapse_duplicates(tmp_path):
     assert arch.rho["softmax"] == pytest.approx(1.0)
     paths = stats.write_tables(ds, tmp_path, {"n_boot": 100, "n_perm": 100})
     assert [p.name for p in paths] == ["correlations.csv", "correlations_by_arch.csv", "correlations.nc",
-                                       "accuracy.csv"]
+                                       "accuracy.csv", "correlations_learned.csv", "correlations_by_arch_learned.csv"]
     assert (tmp_path / "correlations.csv").read_text().count("\nt,") == 4
     assert len((tmp_path / "accuracy.csv").read_text().splitlines()) == 1 + 9 + 3      # duplicates kept
+
+
+def test_learned_correlations_leave_out_the_runs_at_chance():
+    from figure_data import run, summary
+
+    from eigsweep.figures import selection
+
+    # the test task's chance level is 0.5 (a parity task): below 0.505 a run is at chance. Softmax: 3 runs that
+    # learned (mass near 0 rising with accuracy) and 3 at chance (mass near 0 falling as their accuracy rises)
+    assert selection.task_chance(summary([run("softmax")]), "t") == 0.5
+    runs = [run("softmax", seed=s, acc=0.6 + 0.1 * s, near0=0.1 * s) for s in range(3)]
+    runs += [run("softmax", seed=3 + s, acc=0.5 + 0.001 * s, near0=0.9 - 0.1 * s) for s in range(3)]
+    runs += [run("linear", seed=s, acc=0.6 + 0.1 * s, near0=0.5 - 0.1 * s) for s in range(3)]
+    ds = summary(runs)
+    runstats, table, by_arch = stats.statistics_tables(ds, {"n_boot": 100, "n_perm": 100})
+    learned, learned_by_arch = stats.learned_correlations(runstats, ds, {"n_boot": 100, "n_perm": 100})
+    row = learned.set_index("statistic").loc["mass_near_0"]
+    assert row.n_runs == 6 and row.n_at_chance_dropped == 3 and table.set_index("statistic").n_runs["mass_near_0"] == 9
+    rho = learned_by_arch[learned_by_arch.statistic == "mass_near_0"].set_index("arch").rho
+    assert rho["softmax"] == pytest.approx(1.0) and rho["linear"] == pytest.approx(-1.0)
+    all_softmax = by_arch[(by_arch.statistic == "mass_near_0") & (by_arch.arch == "softmax")].rho.item()
+    assert all_softmax < 0                      # over all six runs, the three at chance dominate
+    at_chance = summary([run("softmax", seed=s, acc=0.5) for s in range(3)])  # nothing learned: empty tables
+    empty, _ = stats.learned_correlations(stats.statistics_tables(at_chance, {"n_boot": 10, "n_perm": 10})[0],
+                                          at_chance)
+    assert empty.empty and {"n_runs", "n_at_chance_dropped", "rho_pooled"} <= set(empty.columns)
 
 
 def test_accuracy_table_marks_the_lr_the_figures_choose():

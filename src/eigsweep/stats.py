@@ -355,7 +355,10 @@ def correlations(runstats: xr.Dataset, n_boot: int = 4000, n_perm: int = 4000, s
                                       ci_low=lo, ci_high=hi, p_permutation=permutation_p(xa, ya, n_perm, seed)))
     by_arch = pd.DataFrame(arch_rows, columns=["task", "statistic", "arch", "n_runs", "rho", "ci_low", "ci_high",
                                                "p_permutation"])
-    return pd.DataFrame(rows), by_arch
+    columns = ["task", "statistic", "n_runs", "n_architectures", "rho_pooled", "p_naive", "ci_pooled_low",
+               "ci_pooled_high", "rho_within", "ci_within_low", "ci_within_high", "p_stratified", "n_arch_within",
+               "note", "ci_level", "n_boot", "n_perm"]
+    return pd.DataFrame(rows, columns=columns), by_arch      # the columns also when no task has runs
 
 
 def correlations_dataset(table, by_arch, runstats: xr.Dataset) -> xr.Dataset:
@@ -400,6 +403,24 @@ def statistics_tables(ds: xr.Dataset, options: dict | None = None):
     return runstats, table, by_arch
 
 
+def learned_correlations(runstats: xr.Dataset, ds: xr.Dataset, options: dict | None = None):
+    """The correlations (table, by_arch) over the runs that learned something (selection.learned: accuracy at
+    least 1% of the way from the task's chance level to 1): does a correlation rest on runs at chance? The
+    table says how many runs at chance it left out (``n_at_chance_dropped``)."""
+    from eigsweep.figures import selection
+
+    options = dict(options or {})
+    keep = np.zeros(runstats.sizes["run"], dtype=bool)
+    for task in dict.fromkeys(runstats.task.values.tolist()):
+        at = runstats.task.values == task
+        keep[at] = selection.learned(runstats.accuracy.values[at], selection.task_chance(ds, task))
+    table, by_arch = correlations(runstats.isel(run=np.flatnonzero(keep)), n_boot=int(options.get("n_boot", 4000)),
+                                  n_perm=int(options.get("n_perm", 4000)))
+    dropped = {t: int((~keep & (runstats.task.values == t)).sum()) for t in set(runstats.task.values.tolist())}
+    table.insert(4, "n_at_chance_dropped", [dropped.get(t, 0) for t in table.task])
+    return table, by_arch
+
+
 ACCURACY_COLUMNS = ("status", "steps_done", "final_val_acc", "final_acc", "best_val_acc", "best_acc")
 
 
@@ -432,19 +453,23 @@ def _write_csv_atomic(frame, path: Path) -> None:
 
 
 def write_tables(ds: xr.Dataset, outdir: str | Path, options: dict | None = None) -> list[Path]:
-    """results/<sweep>/correlations.csv, correlations_by_arch.csv, correlations.nc and accuracy.csv (accuracy_table),
-    written atomically."""
+    """results/<sweep>/correlations.csv, correlations_by_arch.csv, correlations.nc, accuracy.csv (accuracy_table)
+    and the correlations over the runs that learned (learned_correlations: correlations_learned.csv,
+    correlations_by_arch_learned.csv), written atomically."""
     from eigsweep.results import write_atomic
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     runstats, table, by_arch = statistics_tables(ds, options)
     paths = [outdir / name for name in ("correlations.csv", "correlations_by_arch.csv", "correlations.nc",
-                                        "accuracy.csv")]
+                                        "accuracy.csv", "correlations_learned.csv", "correlations_by_arch_learned.csv")]
     _write_csv_atomic(table, paths[0])
     _write_csv_atomic(by_arch, paths[1])
     write_atomic(correlations_dataset(table, by_arch, runstats), paths[2])
     _write_csv_atomic(accuracy_table(ds, options), paths[3])
+    learned_table, learned_by_arch = learned_correlations(runstats, ds, options)
+    _write_csv_atomic(learned_table, paths[4])
+    _write_csv_atomic(learned_by_arch, paths[5])
     return paths
 
 

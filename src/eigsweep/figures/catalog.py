@@ -27,9 +27,11 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 # every figure name, in family order
 FIGURES: tuple[str, ...] = tuple(n for names in FAMILIES.values() for n in names)
 # tables written by the statistics rule (results/<sweep>/…): pooled and within-architecture correlations
-# (one row per task and statistic), the per-architecture correlations, all of it with the per-run values, and
-# each run's accuracies with the lr the figures chose (stats.accuracy_table)
-STATISTICS_TABLES = ("correlations.csv", "correlations_by_arch.csv", "correlations.nc", "accuracy.csv")
+# (one row per task and statistic), the per-architecture correlations, all of it with the per-run values, each
+# run's accuracies with the lr the figures chose (stats.accuracy_table), and the two correlation tables again
+# over the runs that learned something (stats.learned_correlations)
+STATISTICS_TABLES = ("correlations.csv", "correlations_by_arch.csv", "correlations.nc", "accuracy.csv",
+                     "correlations_learned.csv", "correlations_by_arch_learned.csv")
 # the code a figure depends on: changed code redraws (a parameter of every figure and statistics rule)
 _CODE = ("figures", "stats.py")
 

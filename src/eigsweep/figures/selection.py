@@ -130,7 +130,17 @@ def _lr_means(ds: xr.Dataset, acc: str):
         yield idx, lrs, {lr: score[lrs == lr].mean() for lr in sorted(set(lrs.tolist()))}
 
 
-def at_chance(ds: xr.Dataset, acc: str = "final_acc", margin: float = 0.01) -> list[str]:
+# "at chance": less than this share of the way from the task's chance level to accuracy 1
+CHANCE_MARGIN = 0.01
+
+
+def learned(accuracy, chance: float | None, margin: float = CHANCE_MARGIN):
+    """Accuracy at least ``margin`` of the way from ``chance`` (0 where unknown) to 1: the run learned something."""
+    chance = chance or 0.0
+    return np.asarray(accuracy, dtype=float) - chance >= margin * (1 - chance)
+
+
+def at_chance(ds: xr.Dataset, acc: str = "final_acc", margin: float = CHANCE_MARGIN) -> list[str]:
     """Models (``arch``, with ``/modification`` where it is not the baseline) whose best learning rate's mean
     selection accuracy is less than ``margin`` of the way from the task's chance level to 1: their "best" lr is
     picked among chance-level accuracies, so it is arbitrary."""
@@ -138,7 +148,7 @@ def at_chance(ds: xr.Dataset, acc: str = "final_acc", margin: float = 0.01) -> l
     base = baseline_modification(ds)
     for idx, _, means in _lr_means(ds, acc):
         chance = chance_level(str(ds.spec_json.values[idx[0]])) if "spec_json" in ds else None
-        if chance is not None and max(means.values()) - chance < margin * (1 - chance):
+        if chance is not None and not learned(max(means.values()), chance, margin):
             arch, mod = str(ds.arch.values[idx[0]]), str(ds.modification.values[idx[0]])
             out.append(arch if mod == base else f"{arch}/{mod}")
     return list(dict.fromkeys(out))
