@@ -108,8 +108,9 @@ def write_atomic(ds: xr.Dataset, path: str | Path) -> None:
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would hide results from the group
-        # compressed: histograms are mostly zeros and sweeps stack many runs
-        encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind in "fiu"}
+        # compressed, coordinates too: histograms are mostly zeros, sweeps stack many runs, and a 40k-step run's
+        # train_step coordinate alone is 320 kB raw (results are committed and travel to the GPU machine)
+        encoding = {v: {"zlib": True, "complevel": 4} for v in ds.variables if ds[v].dtype.kind in "fiu"}
         # strings variable-length: a fixed width carried over from one run's file would truncate the others
         encoding.update({v: {"dtype": str} for v in ds.variables if ds[v].dtype.kind in "US"})
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
