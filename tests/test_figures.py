@@ -263,3 +263,17 @@ def test_training_dynamics_shows_the_informative_eigenvalue_when_stored():
     assert "deltanet: informative eigenvalue only" in texts(fig)
     near0 = [line.get_ydata() for line in fig.axes[0].get_lines() if len(line.get_ydata()) == 3]
     np.testing.assert_allclose(near0[0], [60, 60, 60])          # the informative share, not the full 5%
+
+
+def test_an_na_panel_leaves_the_ticks_of_the_panels_sharing_its_axis():
+    """The correlation figure's rows share y: an n/a panel (e.g. no run with |λ| > 1) once removed the
+    accuracy ticks of its whole row."""
+    from eigsweep.figures import style
+
+    fig, axes = plt.subplots(1, 2, sharey="row")
+    axes[0].scatter([0.0, 1.0], [0.0, 0.5])
+    axes[0].set_ylim(-0.03, 1.05)
+    style.na_panel(axes[1], "nothing to show")
+    fig.canvas.draw()
+    assert [t.get_text() for t in axes[0].get_yticklabels() if t.get_text()]
+    plt.close(fig)

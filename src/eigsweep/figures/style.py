@@ -114,9 +114,9 @@ def n_text(ds) -> str:
 # -- panels --------------------------------------------------------------------------------------
 
 def na_panel(ax, reason: str, title: str | None = None) -> None:
-    """A panel with nothing to show: says so, and why."""
-    ax.set_xticks([])
-    ax.set_yticks([])
+    """A panel with nothing to show: says so, and why. Its ticks are hidden, not removed: removing them would
+    remove them from every panel sharing its axis (a figure's row with sharey)."""
+    ax.tick_params(axis="both", which="both", left=False, bottom=False, labelleft=False, labelbottom=False)
     ax.grid(False)
     for s in ax.spines.values():
         s.set_color("0.85")
