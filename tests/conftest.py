@@ -26,6 +26,16 @@ def fake_submitit_handler():
     signal.alarm(0)
 
 
+def assert_importing_does_not_import_triton(*modules: str) -> None:
+    """Importing ``modules`` in a fresh Python leaves Triton unimported (it is loaded on a fused kernel's first
+    use only: CI has no GPU and may have no Triton)."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {', '.join(modules)}; assert 'triton' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def run_in_triton_interpreter(module: str, call: str) -> None:
     """Runs ``module.call`` (a check of a test module beside this file) in a fresh Python with
     TRITON_INTERPRET=1, where Triton runs its kernels on CPU tensors; skips where Triton is not installed."""

@@ -5,8 +5,6 @@ installed, the kernels run through its interpreter (TRITON_INTERPRET=1) and matc
 check on CUDA; scan.chunked_decay_attention and the GLA mixer on CUDA (fused scores) equal the same forced onto
 the torch form.
 """
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from eigsweep.config import ModelConfig
 from eigsweep.mixers import decay_scores_triton as dst
 from eigsweep.mixers import scan
 from eigsweep.mixers.gla import GatedLinearAttention
-from conftest import run_in_triton_interpreter
+from conftest import assert_importing_does_not_import_triton, run_in_triton_interpreter
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available() or dst._triton() is None, reason="needs CUDA and Triton")
 
@@ -78,8 +76,7 @@ def check_decay_scores(device: str) -> None:
 
 def test_cpu_keeps_the_torch_form_and_does_not_import_triton():
     assert not dst.fused_available(torch.zeros(2))
-    code = "import sys, eigsweep.mixers.scan, eigsweep.mixers.gla; assert 'triton' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_importing_does_not_import_triton("eigsweep.mixers.scan", "eigsweep.mixers.gla")
 
 
 def test_decay_scores_under_the_triton_interpreter():

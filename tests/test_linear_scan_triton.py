@@ -4,8 +4,6 @@ CPU (normal suite): the dispatch keeps the torch form and importing the scans do
 Triton is installed, the kernels run through its interpreter (TRITON_INTERPRET=1) and match. GPU (``-m gpu``):
 the same check on CUDA, and RG-LRU on CUDA (fused) equals the same mixer forced onto the torch form.
 """
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ from eigsweep.config import ModelConfig
 from eigsweep.mixers import linear_scan_triton as lst
 from eigsweep.mixers import scan
 from eigsweep.mixers.rglru import RGLRU
-from conftest import run_in_triton_interpreter
+from conftest import assert_importing_does_not_import_triton, run_in_triton_interpreter
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available() or lst._triton() is None, reason="needs CUDA and Triton")
 
@@ -58,8 +56,7 @@ def test_cpu_keeps_the_torch_form_and_does_not_import_triton():
     a, b = torch.rand(2, 9, 3), torch.randn(2, 9, 3)
     assert not lst.fused_available(b)
     assert torch.equal(scan.linear_scan(a, b), scan._LinearScan.apply(a, b))
-    code = "import sys, eigsweep.mixers.scan, eigsweep.mixers.rglru; assert 'triton' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_importing_does_not_import_triton("eigsweep.mixers.scan", "eigsweep.mixers.rglru")
 
 
 def test_fused_linear_scan_under_the_triton_interpreter():

@@ -383,6 +383,11 @@ def correlations_dataset(table, by_arch, runstats: xr.Dataset) -> xr.Dataset:
     return out
 
 
+def _resamples(options: dict) -> dict:
+    """The bootstrap and permutation counts ``options`` asks for (``n_boot``, ``n_perm``; 4000 each)."""
+    return dict(n_boot=int(options.get("n_boot", 4000)), n_perm=int(options.get("n_perm", 4000)))
+
+
 def statistics_tables(ds: xr.Dataset, options: dict | None = None):
     """From a summary: (per-run statistics, pooled table, per-architecture table), duplicates collapsed, the
     informative view for models with structural eigenvalues, the accuracy chosen by ``options``
@@ -393,8 +398,7 @@ def statistics_tables(ds: xr.Dataset, options: dict | None = None):
     acc = selection.accuracy_var(options)
     kept = selection.informative_view(selection.collapse_duplicates(ds))
     runstats = run_statistics(kept, acc=acc)
-    table, by_arch = correlations(runstats, n_boot=int(options.get("n_boot", 4000)),
-                                  n_perm=int(options.get("n_perm", 4000)))
+    table, by_arch = correlations(runstats, **_resamples(options))
     dropped = {r for rest in selection.duplicates(ds).values() for r in rest}
     per_task = {t: sum(1 for r, tt in zip(ds.run.values.tolist(), ds.task.values.tolist()) if tt == t and r in dropped)
                 for t in set(ds.task.values.tolist())}
@@ -409,13 +413,11 @@ def learned_correlations(runstats: xr.Dataset, ds: xr.Dataset, options: dict | N
     table says how many runs at chance it left out (``n_at_chance_dropped``)."""
     from eigsweep.figures import selection
 
-    options = dict(options or {})
     keep = np.zeros(runstats.sizes["run"], dtype=bool)
     for task in dict.fromkeys(runstats.task.values.tolist()):
         at = runstats.task.values == task
         keep[at] = selection.learned(runstats.accuracy.values[at], selection.task_chance(ds, task))
-    table, by_arch = correlations(runstats.isel(run=np.flatnonzero(keep)), n_boot=int(options.get("n_boot", 4000)),
-                                  n_perm=int(options.get("n_perm", 4000)))
+    table, by_arch = correlations(runstats.isel(run=np.flatnonzero(keep)), **_resamples(dict(options or {})))
     dropped = {t: int((~keep & (runstats.task.values == t)).sum()) for t in set(runstats.task.values.tolist())}
     table.insert(4, "n_at_chance_dropped", [dropped.get(t, 0) for t in table.task])
     return table, by_arch
@@ -456,21 +458,21 @@ def write_tables(ds: xr.Dataset, outdir: str | Path, options: dict | None = None
     """results/<sweep>/correlations.csv, correlations_by_arch.csv, correlations.nc, accuracy.csv (accuracy_table)
     and the correlations over the runs that learned (learned_correlations: correlations_learned.csv,
     correlations_by_arch_learned.csv), written atomically."""
+    from eigsweep.figures.catalog import STATISTICS_TABLES     # the names, declared once (the Snakefile's outputs)
     from eigsweep.results import write_atomic
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     runstats, table, by_arch = statistics_tables(ds, options)
-    paths = [outdir / name for name in ("correlations.csv", "correlations_by_arch.csv", "correlations.nc",
-                                        "accuracy.csv", "correlations_learned.csv", "correlations_by_arch_learned.csv")]
-    _write_csv_atomic(table, paths[0])
-    _write_csv_atomic(by_arch, paths[1])
-    write_atomic(correlations_dataset(table, by_arch, runstats), paths[2])
-    _write_csv_atomic(accuracy_table(ds, options), paths[3])
     learned_table, learned_by_arch = learned_correlations(runstats, ds, options)
-    _write_csv_atomic(learned_table, paths[4])
-    _write_csv_atomic(learned_by_arch, paths[5])
-    return paths
+    csvs = {"correlations.csv": table, "correlations_by_arch.csv": by_arch, "accuracy.csv": accuracy_table(ds, options),
+            "correlations_learned.csv": learned_table, "correlations_by_arch_learned.csv": learned_by_arch}
+    for name in STATISTICS_TABLES:
+        if name == "correlations.nc":
+            write_atomic(correlations_dataset(table, by_arch, runstats), outdir / name)
+        else:
+            _write_csv_atomic(csvs[name], outdir / name)
+    return [outdir / name for name in STATISTICS_TABLES]
 
 
 # -- intervals over seeds ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import types
 
 import torch
 
-from eigsweep.mixers.triton_support import FUSED_DTYPES, build_kernels
+from eigsweep.mixers.triton_support import build_kernels, fused
 
 CHUNK = 16          # tokens between checkpoints (memory: B·L·D·N / CHUNK floats saved for backward)
 # per kernel: channels per program (BLOCK_D; the state tile is BLOCK_D × next_pow2(N) floats in registers) and
@@ -51,7 +51,7 @@ def _triton():
 
 def fused_available(t: torch.Tensor) -> bool:
     """True where the fused scan runs for tensors like t: CUDA, a float type below float64, Triton importable."""
-    return t.is_cuda and t.dtype in FUSED_DTYPES and _triton() is not None
+    return fused(t, _triton)
 
 
 def selective_scan(x, dt, A, B, C, D=None):

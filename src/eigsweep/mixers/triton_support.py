@@ -16,8 +16,13 @@ def build_kernels(build):
     return build(triton, tl)
 
 
+def fused(t: torch.Tensor, kernels) -> bool:
+    """True where a fused kernel can run for tensors like t: CUDA, a float type below float64, Triton importable
+    (``kernels()`` is not None)."""
+    return t.is_cuda and t.dtype in FUSED_DTYPES and kernels() is not None
+
+
 def eager_fused(t: torch.Tensor, kernels) -> bool:
-    """True where a fused kernel runs for tensors like t: CUDA, a float type below float64, not inside
-    torch.compile (whose traced graph keeps the torch form), Triton importable (``kernels()`` is not None)."""
-    return (t.is_cuda and t.dtype in FUSED_DTYPES
-            and not torch.compiler.is_compiling() and kernels() is not None)
+    """``fused``, and not inside torch.compile (whose traced graph keeps the torch form; checked first, so that
+    Dynamo never traces the lazy Triton import)."""
+    return not torch.compiler.is_compiling() and fused(t, kernels)
