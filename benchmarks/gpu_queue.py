@@ -9,7 +9,8 @@ files are the workflow's: copy them to ``results/<sweep>/runs/`` and Snakemake a
 
     python benchmarks/gpu_queue.py launch mqar_paper --workers 1 --archs mamba2 [--pack 2] [--only ID ...]
     python benchmarks/gpu_queue.py wait --seconds 540 --out $OUT
-    python benchmarks/gpu_queue.py stop
+    python benchmarks/gpu_queue.py drain     # the running packs finish, no new one starts
+    python benchmarks/gpu_queue.py stop      # the running packs checkpoint and stop
 
 The state folder (``--state``, default /tmp/eigsweep-gpu-state) must lie outside the repository: each command
 copies the working tree afresh and removes what it does not know. ``--pack N`` regroups the runs in packs of
@@ -82,6 +83,7 @@ def launch(args) -> None:
     if alive(state / "scheduler.pid"):
         print("scheduler already running")
         return
+    (state / "drain").unlink(missing_ok=True)
     cmd = [sys.executable, str(HERE), "schedule", args.sweep, "--workers", str(args.workers), *common(args)]
     log = open(state / "logs" / "scheduler.log", "a")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -103,6 +105,10 @@ def schedule(args) -> None:
             if proc.poll() is not None:
                 logging.info("pack %s ended with status %s", pid, proc.returncode)
                 del running[pid]
+        if (state / "drain").exists():      # `drain`: start nothing more
+            logging.info("drain: not starting %s", " ".join(queue) or "-")
+            queue.clear()
+            (state / "drain").unlink()
         while queue and len(running) < args.workers:
             pid = queue.pop(0)
             log = open(state / "logs" / f"{pid}.log", "a")
@@ -204,6 +210,14 @@ def wait(args) -> None:
     (out / "done.json").write_text(json.dumps(sorted(f.stem for f in (state / "runs").glob("*.nc"))))
 
 
+def drain(args) -> None:
+    """Let the running packs finish and start no new one; the scheduler then ends (and `wait` returns)."""
+    state = Path(args.state)
+    if alive(state / "scheduler.pid"):
+        (state / "drain").touch()
+    print("draining")
+
+
 def stop(args) -> None:
     state = Path(args.state)
     if alive(state / "scheduler.pid"):
@@ -215,8 +229,8 @@ def stop(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=["launch", "schedule", "pack", "wait", "stop"],
-                   help="launch, wait, stop; `schedule` and `pack` are the detached processes `launch` starts "
+    p.add_argument("command", choices=["launch", "schedule", "pack", "wait", "drain", "stop"],
+                   help="launch, wait, drain, stop; `schedule` and `pack` are the detached processes `launch` starts "
                         "(run by hand, `schedule` trains in the foreground until every pack is done)")
     p.add_argument("sweep", nargs="?")
     p.add_argument("pack", nargs="?")
@@ -230,7 +244,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=540)
     p.add_argument("--out", default="out")
     args = p.parse_args()
-    dict(launch=launch, schedule=schedule, pack=pack, wait=wait, stop=stop)[args.command](args)
+    dict(launch=launch, schedule=schedule, pack=pack, wait=wait, drain=drain, stop=stop)[args.command](args)
 
 
 if __name__ == "__main__":

@@ -64,3 +64,25 @@ def test_pace_reads_the_rate_and_time_left_from_a_pack_log_and_restarts_after_a_
     assert pace(log[:1]) == ""                                          # one evaluation: no rate yet
     resumed = log + [line.format("58", "00", 1000), line.format("58", "10", 1500)]   # a new process from 1,000
     assert pace(resumed) == "50.0 steps/s, 12.8 min to step 40000"
+
+
+def test_drain_lets_the_running_pack_finish_and_starts_no_other(tmp_path):
+    import time
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    state, out = tmp_path / "state", tmp_path / "out"
+    queue("launch", "q", "--state", str(state), "--workers", "1", "--eager", "--pack", "2", "--only",
+          "linear-tiny-pack3", "softmax-tiny-pack0", cwd=tmp_path)
+    log = state / "logs/scheduler.log"
+    for _ in range(300):                 # the first pack has started
+        if "pack linear-tiny-pack3 started" in log.read_text():
+            break
+        time.sleep(0.2)
+    queue("drain", "--state", str(state), cwd=tmp_path)
+    text = queue("wait", "--state", str(state), "--seconds", "120", "--out", str(out), cwd=tmp_path).stdout
+    assert "2 runs done; scheduler\nstopped" in text, text
+    assert sorted(json.loads((out / "done.json").read_text())) == ["linear-tiny-none-s1-lr1.00e-03",
+                                                                   "linear-tiny-none-s1-lr3.00e-03"]
+    assert "drain: not starting softmax-tiny-pack0" in log.read_text()
+    assert "softmax-tiny-pack0 started" not in log.read_text()
+    assert not (state / "drain").exists()
