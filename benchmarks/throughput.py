@@ -174,6 +174,8 @@ def main():
     p.add_argument("--no-solo-variants", action="store_true", help="time the compiled/fp32 variants on the "
                    "largest pack only")
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
+    p.add_argument("--solo-compiled", action="store_true", help="the first table also times each of --all-models "
+                   "solo with torch.compile (a ratio to softmax compiled; EIGSWEEP_COMPILE_MODE applies)")
     args = p.parse_args()
     cache_task_data()
     device = torch.device(args.device)
@@ -184,20 +186,26 @@ def main():
     peak = matmul_rate(device)
     print(f"# measured matmul rate: {peak / 1e12:.0f} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'})",
           flush=True)
-    print("| model | solo ms/step (new path) | × softmax |\n|---|---:|---:|", flush=True)
-    ref = None
+    paths = [False, True] if args.solo_compiled else [False]
+    print("| model | solo ms/step (new path) | × softmax |" + " solo compiled ms/step | × softmax compiled |"
+          * args.solo_compiled + "\n|---|---:|---:|" + "---:|---:|" * args.solo_compiled, flush=True)
+    ref = {}
     for arch in args.all_models:
-        try:
-            trainer = Trainer(make_spec(args, arch))
-            ms = 1000 * time_steps(trainer.train_step, device, 3, max(3, args.repeat // 2))
-        except Exception as e:  # noqa: BLE001  a model that cannot run at this size is reported, not fatal
-            print(f"| {arch} | failed: {type(e).__name__}: {str(e)[:60]} | |", flush=True)
-            continue
-        finally:
-            trainer = None
-            free(device)
-        ref = ref or (ms if arch == "softmax" else None)
-        print(f"| {arch} | {ms:.2f} | {ms / ref:.2f} |" if ref else f"| {arch} | {ms:.2f} | – |", flush=True)
+        cells = []
+        for comp in paths:
+            try:
+                trainer = Trainer(make_spec(args, arch), compile=comp)
+                ms = 1000 * time_steps(trainer.train_step, device, 3, max(3, args.repeat // 2))
+            except Exception as e:  # noqa: BLE001  a model that cannot run at this size is reported, not fatal
+                cells += [f"failed: {type(e).__name__}: {str(e)[:60]}", ""]
+                continue
+            finally:
+                trainer = None
+                free(device)
+            if arch == "softmax":
+                ref[comp] = ms
+            cells += [f"{ms:.2f}", f"{ms / ref[comp]:.2f}" if comp in ref else "–"]
+        print(f"| {arch} | " + " | ".join(cells) + " |", flush=True)
 
     print("\n| model | path | run-steps/s | ms/step | × solo 0041d10 | MFU |", flush=True)
     print("|---|---|---:|---:|---:|---:|", flush=True)
