@@ -92,7 +92,7 @@ def main():
         if device.type == "cuda":
             torch.cuda.empty_cache()
     base = next((r[1] for r in rows if r[0] == "softmax" and r[1]), None)
-    print(f"| model | ms/step | tokens/s | × softmax | reference (same run) |")
+    print("| model | ms/step | tokens/s | × softmax | reference (same run) |")
     print("|---|---:|---:|---:|---|")
     for arch, ms, tps, ref in rows:
         if ms is None:

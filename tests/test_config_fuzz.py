@@ -5,7 +5,6 @@ import copy
 import math
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from hypothesis import HealthCheck, given, settings

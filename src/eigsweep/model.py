@@ -14,7 +14,7 @@ from torch import nn
 
 from eigsweep import registry
 from eigsweep.config import ModelConfig
-from eigsweep.mixers.base import RMSNorm
+from eigsweep.mixers.blocks import RMSNorm
 
 # mixers whose forward is safe in bf16 autocast: SDPA keeps its softmax statistics in float32
 BF16_MIXERS = frozenset({"softmax"})

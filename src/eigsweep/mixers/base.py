@@ -8,7 +8,7 @@ from torch import nn
 
 from eigsweep.config import ModelConfig
 from eigsweep.dsf import DSF, unroll
-from eigsweep.mixers.blocks import QKVConv, RMSNorm, ShortConv, split_heads  # noqa: F401  (model.py imports RMSNorm here)
+from eigsweep.mixers.blocks import QKVConv, ShortConv, split_heads
 
 
 class Mixer(nn.Module):
