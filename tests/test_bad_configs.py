@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eigsweep.config import ConfigError, load_config, validate_config
+from eigsweep.config import ConfigError, TrainConfig, load_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -187,3 +187,18 @@ def test_snakemake_refuses_duplicate_keys_in_a_config_file_given_on_the_command_
     proc = snakemake_dry_run(tmp_path, "--configfile", "more.yaml")
     assert proc.returncode != 0 and "more.yaml: duplicate key 'demo' (line 3; first given on line 2)" in proc.stderr
     assert "Traceback" not in proc.stderr and "Job stats" not in proc.stdout
+
+
+def test_a_bad_default_inherited_by_several_sweeps_is_named_once_with_the_first_sweep():
+    bad = copy.deepcopy(CONFIG)
+    default_steps = (bad.get("defaults", {}).get("train") or {}).get("steps", TrainConfig.steps)
+    short = [name for name, s in bad["sweeps"].items() if "spectrum_steps" not in (s.get("train") or {})
+             and (s.get("train") or {}).get("steps", default_steps) < 10**6]
+    assert len(short) >= 2                          # the repository's config has several such sweeps
+    put("defaults.train.spectrum_steps", [10**6])(bad)
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("config key defaults.train.spectrum_steps[0]: step 1000000 is beyond steps")
+    assert f"in sweep {short[0]})" in lines[0], lines[0]

@@ -343,8 +343,13 @@ def error_lines(err: ValidationError, prefix: str, model=None, what: str = "key"
 
 
 def _raise(problems: list[str]) -> None:
-    if problems:
-        raise ConfigError("\n".join(f"config key {p}" if not p.startswith("config ") else p for p in problems))
+    """One line per bad key: a key found bad again (a default inherited by several sweeps) is named once."""
+    lines = {}
+    for p in problems:
+        line = f"config key {p}" if not p.startswith("config ") else p
+        lines.setdefault(line.split(":", 1)[0], line)
+    if lines:
+        raise ConfigError("\n".join(lines.values()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,8 +567,8 @@ def _sweep_problems(config: dict, sweep: str) -> list[str]:
     steps = train.get("steps", TrainConfig.steps)
     for i, st in enumerate(train.get("spectrum_steps", [])):
         if st > steps:
-            problems.append(f"{_origin('spectrum_steps', layers)}[{i}]: step {st} is beyond steps ({steps}); "
-                            "it would never be measured")
+            problems.append(f"{_origin('spectrum_steps', layers)}[{i}]: step {st} is beyond steps ({steps} in sweep "
+                            f"{sweep}); it would never be measured")
 
     layers = [("defaults.eval", defaults.get("eval") or {}), (f"{here}.eval", s.get("eval") or {})]
     ev = _merge(layers[0][1], layers[1][1])
