@@ -40,8 +40,7 @@ def reinitialise(model, init: str, n_layers: int) -> None:
             for name, p in model.named_parameters():
                 if name.endswith("out_proj.weight"):
                     p.normal_(0.0, 0.02 / math.sqrt(2 * n_layers))
-    if init == "zoology":
-        model.head.weight = model.embed.weight       # tied (the optimizer keeps the embedding; the old head idles)
+            model.head.weight = model.embed.weight   # tied (the optimizer keeps the embedding; the old head idles)
 
 
 def main() -> None:
