@@ -5,12 +5,18 @@ is held. So `launch` starts a detached scheduler (setsid) that trains the sweep'
 ``--workers`` at a time, each in its own process (checkpointing every ``train.checkpoint_every`` steps and on
 SIGTERM); `wait` watches them for one slice and copies the finished result files and the logs out; the next
 slice's `launch` finds the scheduler still running (or resumes the packs from their checkpoints). Result
-files are the workflow's: copy them to ``results/<sweep>/runs/`` and Snakemake accepts them.
+files are the workflow's: ``runs.tar.gz`` holds ``<sweep>/runs/<run>.nc``, so ``tar -xzf runs.tar.gz -C results``
+puts them where Snakemake accepts them.
 
     python benchmarks/gpu_queue.py launch mqar_paper --workers 1 --archs mamba2 [--pack 2] [--only ID ...]
     python benchmarks/gpu_queue.py wait --seconds 540 --out $OUT
     python benchmarks/gpu_queue.py drain     # the running packs finish, no new one starts
     python benchmarks/gpu_queue.py stop      # the running packs checkpoint and stop
+
+On a machine with several GPUs, ``--devices 0 1`` gives each pack process one of them (CUDA_VISIBLE_DEVICES, the
+least busy; ``--workers`` defaults to one per device), and two sweeps train side by side with a state folder
+each, one `wait` watching both: ``launch A --state S1 --devices 0``, ``launch B --state S2 --devices 1``,
+``wait --state S1 S2`` (drain and stop take several too).
 
 The state folder (``--state``, default /tmp/eigsweep-gpu-state) must lie outside the repository: each command
 copies the working tree afresh and removes what it does not know. ``--pack N`` regroups the runs in packs of
@@ -72,32 +78,45 @@ def packs_to_train(config_path: str, sweep: str, state: Path, archs: list[str] |
 
 def common(args) -> list[str]:
     """The options a scheduler passes on to its packs."""
-    return ["--state", str(args.state), "--config", args.config, *(["--archs", *args.archs] if args.archs else []),
+    return ["--state", str(args.state[0]), "--config", args.config,
+            *(["--archs", *args.archs] if args.archs else []),
             *(["--eager"] if args.eager else []), *(["--pack", str(args.pack_size)] if args.pack_size else []),
             *(["--only", *args.only] if args.only else [])]
 
 
 def launch(args) -> None:
-    state = Path(args.state)
+    state = Path(args.state[0])
     (state / "logs").mkdir(parents=True, exist_ok=True)
     if alive(state / "scheduler.pid"):
         print("scheduler already running")
         return
     (state / "drain").unlink(missing_ok=True)
-    cmd = [sys.executable, str(HERE), "schedule", args.sweep, "--workers", str(args.workers), *common(args)]
+    (state / "sweep").write_text(args.sweep)
+    devices = ["--devices", *args.devices] if args.devices else []
+    cmd = [sys.executable, str(HERE), "schedule", args.sweep, "--workers", str(workers(args)), *devices, *common(args)]
     log = open(state / "logs" / "scheduler.log", "a")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (state / "scheduler.pid").write_text(str(proc.pid))
     print(f"scheduler started (pid {proc.pid})")
 
 
+def workers(args) -> int:
+    return args.workers or len(args.devices or []) or 3
+
+
+def least_busy(devices: list[str], busy: list[str]) -> str:
+    """The device of ``devices`` that the fewest running packs (``busy``: their devices) use, the first on ties."""
+    return min(devices, key=busy.count)
+
+
 def schedule(args) -> None:
     """Run the packs with missing runs, ``workers`` at a time, until none is left (or SIGTERM)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
-    state = Path(args.state)
+    state = Path(args.state[0])
     queue = list(packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size, args.only))
     logging.info("queue: %s", " ".join(queue))
     running: dict[str, subprocess.Popen] = {}
+    on: dict[str, str] = {}                 # pack id -> its device
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     while (queue or running) and not stopping:
@@ -105,16 +124,20 @@ def schedule(args) -> None:
             if proc.poll() is not None:
                 logging.info("pack %s ended with status %s", pid, proc.returncode)
                 del running[pid]
+                on.pop(pid, None)
         if (state / "drain").exists():      # `drain`: start nothing more
             logging.info("drain: not starting %s", " ".join(queue) or "-")
             queue.clear()
             (state / "drain").unlink()
-        while queue and len(running) < args.workers:
+        while queue and len(running) < workers(args):
             pid = queue.pop(0)
             log = open(state / "logs" / f"{pid}.log", "a")
+            env = dict(os.environ)
+            if args.devices:
+                on[pid] = env["CUDA_VISIBLE_DEVICES"] = least_busy(args.devices, list(on.values()))
             running[pid] = subprocess.Popen([sys.executable, str(HERE), "pack", args.sweep, pid, *common(args)],
-                                            stdout=log, stderr=subprocess.STDOUT)
-            logging.info("pack %s started", pid)
+                                            stdout=log, stderr=subprocess.STDOUT, env=env)
+            logging.info("pack %s started%s", pid, f" on device {on[pid]}" if pid in on else "")
         time.sleep(2)
     for proc in running.values():   # stop: each pack checkpoints at its next step
         proc.terminate()
@@ -129,7 +152,7 @@ def pack(args) -> None:
     from eigsweep.pack import train_pack
     from eigsweep.train import Preempted
 
-    state = Path(args.state)
+    state = Path(args.state[0])
     members = packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size, args.only).get(args.pack)
     if not members:
         return
@@ -179,51 +202,67 @@ def pace(log_lines: list[str]) -> str:
 
 
 def wait(args) -> None:
-    """Watch for ``seconds`` or until the scheduler ends (progress every minute), then copy the finished runs
-    and the logs to ``out``."""
-    state, out = Path(args.state), Path(args.out)
+    """Watch the schedulers of ``--state`` (one or more) for ``seconds`` or until all have ended (progress every
+    minute), then copy the finished runs (``<sweep>/runs/<run>.nc``) and the logs to ``out``."""
+    states, out = [Path(s) for s in args.state], Path(args.out)
     end, shown = time.time() + args.seconds, 0.0
     while True:
-        over = time.time() >= end or not alive(state / "scheduler.pid")
+        running = [s for s in states if alive(s / "scheduler.pid")]
+        over = time.time() >= end or not running
         if over or time.time() - shown >= 60:
             shown = time.time()
-            lines = []
-            for f in sorted((state / "logs").glob("*.log")):
-                text = f.read_text(errors="replace").splitlines()
-                last = [ln for ln in text if any(w in ln for w in (" acc ", "ended", "Error", "stopped", "reached"))]
-                if last:
-                    lines.append(f"  {f.stem}: {last[-1][:300]}")
-                rate = pace(text)
-                if rate and "step" in (last or [""])[-1]:
-                    lines.append(f"    {rate}")
-            print(time.strftime("%H:%M:%S"), f"{len(list((state / 'runs').glob('*.nc')))} runs done; scheduler",
-                  "running" if alive(state / "scheduler.pid") else "stopped", *lines, sep="\n", flush=True)
+            print(time.strftime("%H:%M:%S"), flush=True)
+            for state in states:
+                print(*progress(state), sep="\n", flush=True)
         if over:
             break
         time.sleep(2)
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
-        for f in sorted((state / "runs").glob("*.nc")):
-            tar.add(f, arcname=f"runs/{f.name}")
-    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
-        tar.add(state / "logs", arcname="logs")
-    (out / "done.json").write_text(json.dumps(sorted(f.stem for f in (state / "runs").glob("*.nc"))))
+    done = {}
+    with tarfile.open(out / "runs.tar.gz", "w:gz") as tar, tarfile.open(out / "logs.tar.gz", "w:gz") as logs:
+        for state in states:
+            sweep = sweep_of(state)
+            files = sorted((state / "runs").glob("*.nc"))
+            for f in files:
+                tar.add(f, arcname=f"{sweep}/runs/{f.name}")
+            logs.add(state / "logs", arcname=f"{sweep}/logs")
+            done[sweep] = [f.stem for f in files]
+    (out / "done.json").write_text(json.dumps(done, indent=1, sort_keys=True))
+
+
+def sweep_of(state: Path) -> str:
+    return (state / "sweep").read_text().strip() if (state / "sweep").exists() else state.name
+
+
+def progress(state: Path) -> list[str]:
+    """One state folder's lines: runs done, the scheduler, each pack's last evaluation and its pace."""
+    lines = [f"{sweep_of(state)}: {len(list((state / 'runs').glob('*.nc')))} runs done; scheduler",
+             "running" if alive(state / "scheduler.pid") else "stopped"]
+    for f in sorted((state / "logs").glob("*.log")):
+        text = f.read_text(errors="replace").splitlines()
+        last = [ln for ln in text if any(w in ln for w in (" acc ", "ended", "Error", "stopped", "reached"))]
+        if last:
+            lines.append(f"  {f.stem}: {last[-1][:300]}")
+        rate = pace(text)
+        if rate and "step" in (last or [""])[-1]:
+            lines.append(f"    {rate}")
+    return lines
 
 
 def drain(args) -> None:
     """Let the running packs finish and start no new one; the scheduler then ends (and `wait` returns)."""
-    state = Path(args.state)
-    if alive(state / "scheduler.pid"):
-        (state / "drain").touch()
+    for state in map(Path, args.state):
+        if alive(state / "scheduler.pid"):
+            (state / "drain").touch()
     print("draining")
 
 
 def stop(args) -> None:
-    state = Path(args.state)
-    if alive(state / "scheduler.pid"):
-        os.kill(int((state / "scheduler.pid").read_text()), signal.SIGTERM)
-        while alive(state / "scheduler.pid"):
-            time.sleep(1)
+    for state in map(Path, args.state):
+        if alive(state / "scheduler.pid"):
+            os.kill(int((state / "scheduler.pid").read_text()), signal.SIGTERM)
+            while alive(state / "scheduler.pid"):
+                time.sleep(1)
     print("stopped")
 
 
@@ -234,9 +273,11 @@ def main() -> None:
                         "(run by hand, `schedule` trains in the foreground until every pack is done)")
     p.add_argument("sweep", nargs="?")
     p.add_argument("pack", nargs="?")
-    p.add_argument("--state", default="/tmp/eigsweep-gpu-state", help="outside the repository (see above)")
+    p.add_argument("--state", nargs="+", default=["/tmp/eigsweep-gpu-state"],
+                   help="outside the repository (see above); wait, drain and stop take several")
     p.add_argument("--config", default="config.yaml")
-    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--workers", type=int, default=None, help="packs at a time (default: one per device, else 3)")
+    p.add_argument("--devices", nargs="*", help="GPU indices; each pack process gets the least busy one")
     p.add_argument("--archs", nargs="*")
     p.add_argument("--only", nargs="*", help="pack ids (`snakemake -n` or the scheduler log lists them), in order")
     p.add_argument("--eager", action="store_true", help="no torch.compile")

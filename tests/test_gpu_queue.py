@@ -34,24 +34,24 @@ def test_queue_trains_every_pack_and_hands_out_result_files_the_workflow_accepts
     state, out = tmp_path / "state", tmp_path / "out"
     queue("launch", "q", "--state", str(state), "--eager", "--pack", "2", "--only", "linear-tiny-pack3", cwd=tmp_path)
     log = queue("wait", "--state", str(state), "--seconds", "120", "--out", str(out), cwd=tmp_path).stdout
-    assert "2 runs done; scheduler\nstopped" in log, log                     # that pack only: linear, seed 1
-    assert sorted(json.loads((out / "done.json").read_text())) == ["linear-tiny-none-s1-lr1.00e-03",
-                                                                   "linear-tiny-none-s1-lr3.00e-03"]
+    assert "q: 2 runs done; scheduler\nstopped" in log, log                  # that pack only: linear, seed 1
+    assert json.loads((out / "done.json").read_text()) == {"q": ["linear-tiny-none-s1-lr1.00e-03",
+                                                                 "linear-tiny-none-s1-lr3.00e-03"]}
     queue("launch", "q", "--state", str(state), "--workers", "2", "--eager", "--pack", "2", cwd=tmp_path)
     log = queue("wait", "--state", str(state), "--seconds", "240", "--out", str(out), cwd=tmp_path).stdout
-    assert "8 runs done; scheduler\nstopped" in log, log
+    assert "q: 8 runs done; scheduler\nstopped" in log, log
     specs = sweep_runs(load_config(tmp_path / "config.yaml"), "q")
-    assert sorted(json.loads((out / "done.json").read_text())) == sorted(s.run_id for s in specs)
-    with tarfile.open(out / "runs.tar.gz") as tar:
+    assert json.loads((out / "done.json").read_text())["q"] == sorted(s.run_id for s in specs)
+    with tarfile.open(out / "runs.tar.gz") as tar:      # <sweep>/runs/<run>.nc: `tar -xzf … -C results`
         tar.extractall(tmp_path / "back", filter="data")
-    outs = [tmp_path / "back/runs" / f"{s.run_id}.nc" for s in specs]
+    outs = [tmp_path / "back/q/runs" / f"{s.run_id}.nc" for s in specs]
     assert stale_members(specs, outs) == []      # valid files of exactly these specs
     packs = (state / "logs/scheduler.log").read_text()
     assert packs.count("started") == 4 and "softmax-tiny-pack0" in packs   # packs of 2, not the sweep's 4: 1 + 3
     # a second launch finds nothing left to train
     queue("launch", "q", "--state", str(state), "--eager", "--pack", "2", cwd=tmp_path)
     log = queue("wait", "--state", str(state), "--seconds", "60", "--out", str(out), cwd=tmp_path).stdout
-    assert "8 runs done" in log
+    assert "q: 8 runs done" in log
 
 
 def test_pace_reads_the_rate_and_time_left_from_a_pack_log_and_restarts_after_a_resume():
@@ -80,9 +80,40 @@ def test_drain_lets_the_running_pack_finish_and_starts_no_other(tmp_path):
         time.sleep(0.2)
     queue("drain", "--state", str(state), cwd=tmp_path)
     text = queue("wait", "--state", str(state), "--seconds", "120", "--out", str(out), cwd=tmp_path).stdout
-    assert "2 runs done; scheduler\nstopped" in text, text
-    assert sorted(json.loads((out / "done.json").read_text())) == ["linear-tiny-none-s1-lr1.00e-03",
-                                                                   "linear-tiny-none-s1-lr3.00e-03"]
+    assert "q: 2 runs done; scheduler\nstopped" in text, text
+    assert json.loads((out / "done.json").read_text()) == {"q": ["linear-tiny-none-s1-lr1.00e-03",
+                                                                 "linear-tiny-none-s1-lr3.00e-03"]}
     assert "drain: not starting softmax-tiny-pack0" in log.read_text()
     assert "softmax-tiny-pack0 started" not in log.read_text()
     assert not (state / "drain").exists()
+
+
+def test_two_sweeps_train_side_by_side_on_their_own_devices_and_one_wait_hands_out_both(tmp_path):
+    config = {**CONFIG, "sweeps": {"q": CONFIG["sweeps"]["q"],
+                                   "r": {**CONFIG["sweeps"]["q"], "arch": ["linear"], "lr": [2.0e-3],
+                                         "model_by_arch": {}}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    s1, s2, out = tmp_path / "s1", tmp_path / "s2", tmp_path / "out"
+    queue("launch", "q", "--state", str(s1), "--eager", "--pack", "2", "--only", "linear-tiny-pack3",
+          "--devices", "0", cwd=tmp_path)
+    queue("launch", "r", "--state", str(s2), "--eager", "--devices", "1", cwd=tmp_path)
+    log = queue("wait", "--state", str(s1), str(s2), "--seconds", "180", "--out", str(out), cwd=tmp_path).stdout
+    assert "q: 2 runs done; scheduler\nstopped" in log and "r: 2 runs done; scheduler\nstopped" in log, log
+    assert json.loads((out / "done.json").read_text()) == {
+        "q": ["linear-tiny-none-s1-lr1.00e-03", "linear-tiny-none-s1-lr3.00e-03"],
+        "r": ["linear-tiny-none-s0-lr2.00e-03", "linear-tiny-none-s1-lr2.00e-03"]}
+    assert "pack linear-tiny-pack3 started on device 0" in (s1 / "logs/scheduler.log").read_text()
+    assert "started on device 1" in (s2 / "logs/scheduler.log").read_text()
+    with tarfile.open(out / "runs.tar.gz") as tar:
+        names = sorted(tar.getnames())
+    assert names == [f"q/runs/linear-tiny-none-s1-lr{lr}.nc" for lr in ("1.00e-03", "3.00e-03")] + \
+        [f"r/runs/linear-tiny-none-s{s}-lr2.00e-03.nc" for s in (0, 1)]
+
+
+def test_each_pack_process_gets_the_least_busy_device():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_queue import least_busy
+
+    assert least_busy(["0", "1"], []) == "0"
+    assert least_busy(["0", "1"], ["0"]) == "1"
+    assert least_busy(["0", "1"], ["0", "1", "1"]) == "0"
