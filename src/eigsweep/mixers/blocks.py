@@ -70,8 +70,8 @@ class ShortConv(nn.Module):
         """The same as one grouped convolution (cuDNN; on a GPU the K products are K memory-bound passes, a
         third of a packed Mamba-2 step). (B, L, C) -> (B, L, C)."""
         L = x.shape[1]
-        return F.conv1d(x.transpose(1, 2), self.conv.weight, self.conv.bias, padding=self.kernel - 1,
-                        groups=x.shape[2])[..., :L].transpose(1, 2)
+        w, b = self.conv.weight.to(x.dtype), self.conv.bias.to(x.dtype)   # bf16 q/k of a packed step: one dtype
+        return F.conv1d(x.transpose(1, 2), w, b, padding=self.kernel - 1, groups=x.shape[2])[..., :L].transpose(1, 2)
 
 
 class QKVConv(nn.Module):
