@@ -1,4 +1,6 @@
 """Figure bookkeeping that needs no training: which figures apply, LTI eigenvalues kept for the complex plane."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -91,6 +93,15 @@ def test_model_styles_separate_every_registered_model():
     assert dist.min() > 0.2                                              # no two models share a colour
     assert style.model_family("deltanet") == "delta rule" and style.model_family("s4") == "LTI, complex λ"
     assert style.model_family("softmax") == "attention (q/k/v)" and style.model_family("mamba") == "selective recurrence"
+
+
+def test_training_dynamics_draws_each_modification_of_the_shipped_sweeps_with_its_own_dashes():
+    from eigsweep.config import load_config
+    from eigsweep.figures.dynamics import MOD_STYLES
+
+    sweeps = load_config(Path(__file__).resolve().parents[1] / "config.yaml")["sweeps"].values()
+    most = max(len(s.get("modification", ["none"])) for s in sweeps)
+    assert most >= 6 and len({str(m) for m in MOD_STYLES[:most]}) == most    # none and depth4 were both solid
 
 
 def test_spectrum_bars_facets_by_family_and_names_interval_and_n():

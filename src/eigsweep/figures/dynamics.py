@@ -14,7 +14,8 @@ from eigsweep import registry, stats
 from eigsweep.figures import selection, style
 from eigsweep.figures.selection import where
 
-MOD_STYLES = ("-", "--", ":", "-.")
+MOD_STYLES = ("-", "--", ":", "-.", (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 3)), (0, (10, 3)),
+              (0, (3, 1, 1, 1, 1, 1, 1, 1)))   # distinct dashes for up to 8 modifications, then they repeat
 MAX_COLUMNS = 5
 
 
