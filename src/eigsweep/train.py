@@ -13,6 +13,7 @@ loss in torch.compile; it changes speed, not results, so it is no part of the ru
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -63,8 +64,29 @@ def compiled(fn):
     packs, a benchmark's models) recompiles the same method for new shapes; Dynamo's automatic dynamic shapes
     would then make sizes symbolic, which vmap's batched tensors cannot handle ("RuntimeError when making fake
     tensor call"). ``EIGSWEEP_COMPILE_MODE`` passes torch.compile's ``mode`` (e.g. max-autotune-no-cudagraphs:
-    Inductor times its own matmul kernels against cuBLAS, minutes of compiling); unset: the default mode."""
-    return torch.compile(fn, dynamic=False, mode=os.environ.get("EIGSWEEP_COMPILE_MODE") or None)
+    Inductor times its own matmul kernels against cuBLAS, minutes of compiling); unset: the default mode.
+
+    torch 2.11's Inductor failed an assertion in its loop reordering after fusion (``reorder_loops_by_dep_pair``)
+    for the output-gate packs of softmax and linear attention on an H200; they then trained eagerly at a third
+    of the speed. Compiled without that reordering they ran at 200 and 172 steps/s
+    (``benchmarks/compile_probe.py``). So an Inductor error at a call turns the reordering off for the process and
+    compiles again; a failed compile has run nothing, so the retried call is the same call."""
+    graph = torch.compile(fn, dynamic=False, mode=os.environ.get("EIGSWEEP_COMPILE_MODE") or None)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        from torch._inductor.exc import InductorError
+
+        try:
+            return graph(*args, **kwargs)
+        except InductorError:
+            if not torch._inductor.config.loop_ordering_after_fusion:
+                raise
+            log.warning("Inductor failed to compile %s; compiling again without loop reordering after fusion",
+                        getattr(fn, "__qualname__", fn), exc_info=True)
+            torch._inductor.config.loop_ordering_after_fusion = False
+            return graph(*args, **kwargs)
+    return call
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
