@@ -163,17 +163,18 @@ class Pack:
 
     def train_step(self) -> None:
         """One step of every member, queued on the device; members that stopped are computed but masked."""
+        torch.compiler.cudagraph_mark_step_begin()   # a new step (EIGSWEEP_COMPILE_MODE=reduce-overhead: CUDA graphs)
         x, positions, y = self.tensors.batch(self.order.indices(self.step))
-        losses = self.loss(x, positions, y)
         for p in self.params:
             p.grad = None
+        losses = self.loss(x, positions, y)
         losses.sum().backward()
         finite = torch.isfinite(losses.detach())
         self.diverged_at = torch.where(self.active & ~finite & (self.diverged_at < 0), self.step, self.diverged_at)
         self.active = self.active & finite
         self.update(self.lr[self.step], self.active)
         self.step += 1
-        self.pending.append(losses.detach())
+        self.pending.append(losses.detach().clone())   # a CUDA graph's output is overwritten at its next replay
 
     @torch.no_grad()
     def clip_and_step(self, lr: torch.Tensor, active: torch.Tensor) -> None:

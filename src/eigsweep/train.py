@@ -315,15 +315,16 @@ class Trainer:
 
     def train_step(self) -> None:
         """One optimisation step, queued on the device (nothing here waits for it)."""
+        torch.compiler.cudagraph_mark_step_begin()   # a new step (EIGSWEEP_COMPILE_MODE=reduce-overhead: CUDA graphs)
         x, positions, y = self.tensors.batch(self.order.indices(self.step)[0])
-        loss = self.loss(x, positions, y)
         self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(x, positions, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.train.grad_clip)
         self.opt.step()
         self.sched.step()
         self.step += 1
-        self.pending.append(loss.detach())
+        self.pending.append(loss.detach().clone())   # a CUDA graph's output is overwritten at its next replay
 
     def read_losses(self) -> bool:
         """Move the queued losses into the curve (one synchronisation); False if the run diverged, which it
