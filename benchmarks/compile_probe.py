@@ -41,8 +41,9 @@ def main():
                 pack.train_step()
             torch.cuda.synchronize()
             rate = args.steps / (time.perf_counter() - t1)
-            print(f"{pid}: compiled in {t1 - t0:.0f} s, {rate:.1f} steps/s "
-                  f"(loop reordering {'off' if args.no_loop_reorder else 'on'})", flush=True)
+            on = torch._inductor.config.loop_ordering_after_fusion   # compiled() turns it off after a failure
+            print(f"{pid}: compiled in {t1 - t0:.0f} s, {rate:.1f} steps/s (loop reordering {'on' if on else 'off'})",
+                  flush=True)
         except Exception as e:   # noqa: BLE001 - the probe reports what failed
             print(f"{pid}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300], flush=True)
         del pack

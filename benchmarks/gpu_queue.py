@@ -207,8 +207,7 @@ def wait(args) -> None:
     states, out = [Path(s) for s in args.state], Path(args.out)
     end, shown = time.time() + args.seconds, 0.0
     while True:
-        running = [s for s in states if alive(s / "scheduler.pid")]
-        over = time.time() >= end or not running
+        over = time.time() >= end or not any(alive(s / "scheduler.pid") for s in states)
         if over or time.time() - shown >= 60:
             shown = time.time()
             print(time.strftime("%H:%M:%S"), flush=True)

@@ -222,8 +222,6 @@ def test_an_inductor_failure_compiles_again_without_loop_reordering_and_gives_th
     here in Inductor's scheduler (it fails while loop reordering is on): the call compiles again without it."""
     import torch._inductor.scheduler as scheduler
 
-    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)        # compile, don't reuse a graph
-    monkeypatch.setattr(torch._inductor.config, "loop_ordering_after_fusion", True)
     seen, fuse = [], scheduler.Scheduler.fuse_nodes
 
     def failing(self, nodes):
@@ -240,10 +238,13 @@ def test_an_inductor_failure_compiles_again_without_loop_reordering_and_gives_th
         return y.sum(0) * 2 + y.sum(1)
 
     x, w = torch.randn(16, 16, generator=torch.Generator().manual_seed(0)), torch.eye(16)
-    with caplog.at_level("WARNING", logger="eigsweep.train"):
+    # compile, don't reuse a cached graph; the patch restores Inductor's config after (monkeypatch's undo did not:
+    # a later compile in the process then failed on a missing fx_graph_cache)
+    with torch._inductor.config.patch(fx_graph_cache=False, loop_ordering_after_fusion=True), \
+            caplog.at_level("WARNING", logger="eigsweep.train"):
         out = train_mod.compiled(f)(x, w)
+        assert not torch._inductor.config.loop_ordering_after_fusion
     assert torch.allclose(out, f(x, w), atol=1e-5)
     assert seen[0] is True and seen[-1] is False                  # failed with reordering, compiled without
-    assert not torch._inductor.config.loop_ordering_after_fusion
     assert "compiling again without loop reordering" in caplog.text
     torch._dynamo.reset()

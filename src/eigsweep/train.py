@@ -71,12 +71,12 @@ def compiled(fn):
     of the speed. Compiled without that reordering they ran at 200 and 172 steps/s
     (``benchmarks/compile_probe.py``). So an Inductor error at a call turns the reordering off for the process and
     compiles again; a failed compile has run nothing, so the retried call is the same call."""
+    from torch._inductor.exc import InductorError
+
     graph = torch.compile(fn, dynamic=False, mode=os.environ.get("EIGSWEEP_COMPILE_MODE") or None)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        from torch._inductor.exc import InductorError
-
         try:
             return graph(*args, **kwargs)
         except InductorError:
