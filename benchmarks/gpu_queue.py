@@ -12,6 +12,7 @@ puts them where Snakemake accepts them.
     python benchmarks/gpu_queue.py wait --seconds 540 --out $OUT
     python benchmarks/gpu_queue.py drain     # the running packs finish, no new one starts
     python benchmarks/gpu_queue.py stop      # the running packs checkpoint and stop
+    python benchmarks/gpu_queue.py stop --only PACK   # that pack checkpoints and stops, the others go on
 
 On a machine with several GPUs, ``--devices 0 1`` gives each pack process one of them (CUDA_VISIBLE_DEVICES, the
 least busy; ``--workers`` defaults to one per device), and two sweeps train side by side with a state folder
@@ -52,8 +53,9 @@ def alive(pid_file: Path) -> bool:
 
 def packs_to_train(config_path: str, sweep: str, state: Path, archs: list[str] | None,
                    size: int | None = None, only: list[str] | None = None) -> dict[str, list]:
-    """The packs with runs whose result file in ``state``/runs is missing or stale, {pack id: those runs};
-    ``archs``/``only`` (pack ids): just these, in this order."""
+    """The packs with runs whose result file is missing or stale both in ``state``/runs and in the workflow's
+    results folder (a run committed by an earlier session is done), {pack id: those runs}; ``archs``/``only``
+    (pack ids): just these, in this order."""
     from eigsweep.config import load_config, pack_size, sweep_runs
     from eigsweep.jobs import stale_members
     from eigsweep.packs import group_packs
@@ -68,11 +70,13 @@ def packs_to_train(config_path: str, sweep: str, state: Path, archs: list[str] |
         if unknown:
             raise SystemExit(f"gpu_queue: no pack {', '.join(unknown)} in sweep {sweep}; packs: {', '.join(packs)}")
         packs = {pid: packs[pid] for pid in only}
+    results = Path(config_path).resolve().parent / config.get("results_dir", "results") / sweep / "runs"
     out = {}
     for pid, members in packs.items():
-        todo = stale_members(members, [state / "runs" / f"{m.run_id}.nc" for m in members])
-        if todo:
-            out[pid] = [members[i] for i in todo]
+        left = [members[i] for i in stale_members(members, [state / "runs" / f"{m.run_id}.nc" for m in members])]
+        left = [left[i] for i in stale_members(left, [results / f"{m.run_id}.nc" for m in left])]
+        if left:
+            out[pid] = left
     return out
 
 
@@ -114,6 +118,7 @@ def schedule(args) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True)
     state = Path(args.state[0])
     queue = list(packs_to_train(args.config, args.sweep, state, args.archs, args.pack_size, args.only))
+    (state / "pids").mkdir(exist_ok=True)
     logging.info("queue: %s", " ".join(queue))
     running: dict[str, subprocess.Popen] = {}
     on: dict[str, str] = {}                 # pack id -> its device
@@ -123,6 +128,7 @@ def schedule(args) -> None:
         for pid, proc in list(running.items()):
             if proc.poll() is not None:
                 logging.info("pack %s ended with status %s", pid, proc.returncode)
+                (state / "pids" / f"{pid}.pid").unlink(missing_ok=True)
                 del running[pid]
                 on.pop(pid, None)
         if (state / "drain").exists():      # `drain`: start nothing more
@@ -137,6 +143,7 @@ def schedule(args) -> None:
                 on[pid] = env["CUDA_VISIBLE_DEVICES"] = least_busy(args.devices, list(on.values()))
             running[pid] = subprocess.Popen([sys.executable, str(HERE), "pack", args.sweep, pid, *common(args)],
                                             stdout=log, stderr=subprocess.STDOUT, env=env)
+            (state / "pids" / f"{pid}.pid").write_text(str(running[pid].pid))   # for `stop --only`
             logging.info("pack %s started%s", pid, f" on device {on[pid]}" if pid in on else "")
         time.sleep(2)
     for proc in running.values():   # stop: each pack checkpoints at its next step
@@ -257,12 +264,17 @@ def drain(args) -> None:
 
 
 def stop(args) -> None:
-    for state in map(Path, args.state):
-        if alive(state / "scheduler.pid"):
-            os.kill(int((state / "scheduler.pid").read_text()), signal.SIGTERM)
-            while alive(state / "scheduler.pid"):
+    """Stop the schedulers (their running packs checkpoint and stop) or, with ``--only``, just those packs (each
+    checkpoints and ends; the scheduler goes on with its queue: `drain` first to start nothing new). Never kill
+    a pack by matching command lines: the scheduler's own lists every pack id of ``--only``."""
+    files = [state / "pids" / f"{p}.pid" for state in map(Path, args.state) for p in args.only] if args.only \
+        else [state / "scheduler.pid" for state in map(Path, args.state)]
+    for f in files:
+        if alive(f):
+            os.kill(int(f.read_text()), signal.SIGTERM)
+            while alive(f):
                 time.sleep(1)
-    print("stopped")
+    print("stopped" + (f" {' '.join(args.only)}" if args.only else ""))
 
 
 def main() -> None:

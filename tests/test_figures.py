@@ -104,6 +104,19 @@ def test_training_dynamics_draws_each_modification_of_the_shipped_sweeps_with_it
     assert most >= 6 and len({str(m) for m in MOD_STYLES[:most]}) == most    # none and depth4 were both solid
 
 
+def test_training_dynamics_mean_keeps_a_stopped_seeds_last_value():
+    from eigsweep.figures.dynamics import carried_forward
+
+    nan = np.nan
+    v = np.array([[0.1, 0.5, 0.99, nan, nan, nan],       # stopped early at the target
+                  [0.0, nan, 0.2, 0.4, 0.98, nan],       # a gap inside a run stays a gap
+                  [nan, nan, nan, nan, nan, nan]])
+    out = carried_forward(v)
+    np.testing.assert_array_equal(out[0], [0.1, 0.5, 0.99, 0.99, 0.99, nan])   # not past the last seed's end
+    np.testing.assert_array_equal(out[1], v[1])
+    assert np.isnan(out[2]).all() and np.isnan(v[0, 3])    # the input is left as it was
+
+
 def test_spectrum_bars_facets_by_family_and_names_interval_and_n():
     fig = draw.build("spectrum_bars", _zoo())
     axes = visible(fig)

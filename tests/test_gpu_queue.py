@@ -54,6 +54,20 @@ def test_queue_trains_every_pack_and_hands_out_result_files_the_workflow_accepts
     assert "q: 8 runs done" in log
 
 
+def test_a_run_already_in_the_results_folder_is_not_trained_again(tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    out = tmp_path / "out"
+    args = ("--eager", "--pack", "2", "--only", "linear-tiny-pack3")
+    s1, s2 = tmp_path / "one/state", tmp_path / "two/state"   # apart: not each other's "other sweep"
+    queue("launch", "q", "--state", str(s1), *args, cwd=tmp_path)
+    queue("wait", "--state", str(s1), "--seconds", "120", "--out", str(out), cwd=tmp_path)
+    with tarfile.open(out / "runs.tar.gz") as tar:     # one member committed, as by an earlier session
+        tar.extract("q/runs/linear-tiny-none-s1-lr1.00e-03.nc", tmp_path / "results", filter="data")
+    queue("launch", "q", "--state", str(s2), *args, cwd=tmp_path)   # a fresh machine's state
+    log = queue("wait", "--state", str(s2), "--seconds", "120", "--out", str(out), cwd=tmp_path).stdout
+    assert json.loads((out / "done.json").read_text()) == {"q": ["linear-tiny-none-s1-lr3.00e-03"]}, log
+
+
 def test_pace_reads_the_rate_and_time_left_from_a_pack_log_and_restarts_after_a_resume():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from gpu_queue import pace
@@ -86,6 +100,35 @@ def test_drain_lets_the_running_pack_finish_and_starts_no_other(tmp_path):
     assert "drain: not starting softmax-tiny-pack0" in log.read_text()
     assert "softmax-tiny-pack0 started" not in log.read_text()
     assert not (state / "drain").exists()
+
+
+def test_stop_only_stops_that_pack_and_the_scheduler_goes_on(tmp_path):
+    import time
+
+    config = {**CONFIG, "sweeps": {"q": {**CONFIG["sweeps"]["q"], "train": {**CONFIG["sweeps"]["q"]["train"],
+                                                                          "steps": 200000, "eval_every": 50}}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    state = tmp_path / "state"
+    queue("launch", "q", "--state", str(state), "--workers", "2", "--eager", "--pack", "2", "--only",
+          "linear-tiny-pack3", "softmax-tiny-pack0", cwd=tmp_path)
+    logs = state / "logs"
+    for _ in range(600):                 # both packs train (their first evaluation is logged)
+        if all(" step 50/" in (f.read_text() if f.exists() else "")
+               for f in (logs / "linear-tiny-pack3.log", logs / "softmax-tiny-pack0.log")):
+            break
+        time.sleep(0.2)
+    try:
+        assert queue("stop", "--state", str(state), "--only", "linear-tiny-pack3", cwd=tmp_path).stdout.strip() \
+            == "stopped linear-tiny-pack3"
+        assert "checkpoint saved" in (logs / "linear-tiny-pack3.log").read_text()
+        assert (state / "checkpoints/linear-tiny-pack3.pt").exists()
+        time.sleep(3)                    # the scheduler's next round
+        assert "pack linear-tiny-pack3 ended" in (logs / "scheduler.log").read_text()
+        assert "softmax-tiny-pack0 ended" not in (logs / "scheduler.log").read_text()   # the other trains on
+        assert "checkpoint saved" not in (logs / "softmax-tiny-pack0.log").read_text()
+    finally:
+        queue("stop", "--state", str(state), cwd=tmp_path)
+    assert "checkpoint saved" in (logs / "softmax-tiny-pack0.log").read_text()
 
 
 def test_two_sweeps_train_side_by_side_on_their_own_devices_and_one_wait_hands_out_both(tmp_path):

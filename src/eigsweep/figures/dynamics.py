@@ -1,7 +1,8 @@
 """How the spectrum moves during training, one column per (task, model family) so no panel holds more than a
 family's lines: rows are the shares of |λ| near 0, near 1 and above 1 (mean over layers and heads) at the
 checkpoint steps (step 0: initialisation), and the test accuracy. Thick line: mean over seeds; thin: each seed.
-Runs that reach the target accuracy stop early, so their lines end early."""
+Runs that reach the target accuracy stop early, so their thin lines end early; in the mean a stopped run keeps its
+last value (its parameters no longer change), else the mean would jump when a seed stops."""
 from __future__ import annotations
 
 import warnings
@@ -23,6 +24,18 @@ def _share(runs, name):
     """Share (%) of the |λ| bins of a statistic over checkpoint steps, mean over layers and heads."""
     v = runs.bin_fraction_during.sel(bin=list(stats.BIN_GROUPS[name])).sum("bin", min_count=1)
     return 100 * v.mean(("layer", "head"))
+
+
+def carried_forward(v: np.ndarray) -> np.ndarray:
+    """Each row (a run over steps) with the NaNs after its last finite value replaced by that value, up to the
+    last step any row reached: a run that stopped early keeps its final model while another seed still trains.
+    NaNs before or between values stay."""
+    out = np.array(v, dtype=float)
+    last = [ok[-1] if (ok := np.flatnonzero(np.isfinite(row))).size else -1 for row in out]
+    for row, end in zip(out, last):
+        if end >= 0:
+            row[end + 1:max(last) + 1] = row[end]
+    return out
 
 
 def _view_note(sub) -> str:
@@ -75,7 +88,7 @@ def training_dynamics(ds, options=None, **_):
                             ax.plot(x[ok], v[k][ok], color=st["color"], lw=0.6, ls=ls, alpha=0.45)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", RuntimeWarning)   # steps no seed reached: NaN
-                        mean = np.nanmean(v, axis=0)
+                        mean = np.nanmean(carried_forward(v), axis=0)
                     ok = np.isfinite(mean)
                     ax.plot(x[ok], mean[ok], color=st["color"], lw=1.6, ls=ls, marker=st["marker"], ms=3.5)
             if name == "accuracy":
@@ -107,6 +120,7 @@ def training_dynamics(ds, options=None, **_):
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(handles), 8), fontsize=8,
                frameon=False, title_fontsize=8,
                title="spectrum at checkpoint steps (step 0: init), mean over layers and heads; thick: mean over "
-                     "seeds, thin: each seed; dashed horizontal: chance")
+                     "seeds (a run stopped early counts with its last value), thin: each seed; dashed horizontal: "
+                     "chance")
     fig.tight_layout()
     return fig
