@@ -11,6 +11,7 @@ puts them where Snakemake accepts them.
     python benchmarks/gpu_queue.py launch mqar_paper --workers 1 --archs mamba2 [--pack 2] [--only ID ...]
     python benchmarks/gpu_queue.py wait --seconds 540 --out $OUT
     python benchmarks/gpu_queue.py drain     # the running packs finish, no new one starts
+    python benchmarks/gpu_queue.py launch … --start-within 600   # no pack starts after 10 min from now
     python benchmarks/gpu_queue.py stop      # the running packs checkpoint and stop
     python benchmarks/gpu_queue.py stop --only PACK   # that pack checkpoints and stops, the others go on
 
@@ -97,7 +98,9 @@ def launch(args) -> None:
     (state / "drain").unlink(missing_ok=True)
     (state / "sweep").write_text(args.sweep)
     devices = ["--devices", *args.devices] if args.devices else []
-    cmd = [sys.executable, str(HERE), "schedule", args.sweep, "--workers", str(workers(args)), *devices, *common(args)]
+    start_by = ["--start-by", str(time.time() + args.start_within)] if args.start_within is not None else []
+    cmd = [sys.executable, str(HERE), "schedule", args.sweep, "--workers", str(workers(args)), *devices, *start_by,
+           *common(args)]
     log = open(state / "logs" / "scheduler.log", "a")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (state / "scheduler.pid").write_text(str(proc.pid))
@@ -135,6 +138,9 @@ def schedule(args) -> None:
             logging.info("drain: not starting %s", " ".join(queue) or "-")
             queue.clear()
             (state / "drain").unlink()
+        if queue and args.start_by is not None and time.time() > args.start_by:   # `launch --start-within`
+            logging.info("past the start deadline: not starting %s", " ".join(queue))
+            queue.clear()
         while queue and len(running) < workers(args):
             pid = queue.pop(0)
             log = open(state / "logs" / f"{pid}.log", "a")
@@ -294,6 +300,10 @@ def main() -> None:
     p.add_argument("--eager", action="store_true", help="no torch.compile")
     p.add_argument("--pack", dest="pack_size", type=int, default=None, help="runs per pack (default: the sweep's)")
     p.add_argument("--seconds", type=float, default=540)
+    p.add_argument("--start-within", type=float, default=None,
+                   help="launch: start no pack later than this many seconds from now (one that could not finish "
+                        "in the session's remaining device time), then end as after `drain`")
+    p.add_argument("--start-by", type=float, default=None, help=argparse.SUPPRESS)   # schedule: the same, as a time
     p.add_argument("--out", default="out")
     args = p.parse_args()
     dict(launch=launch, schedule=schedule, pack=pack, wait=wait, drain=drain, stop=stop)[args.command](args)

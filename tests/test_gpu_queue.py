@@ -131,6 +131,29 @@ def test_stop_only_stops_that_pack_and_the_scheduler_goes_on(tmp_path):
     assert "checkpoint saved" in (logs / "softmax-tiny-pack0.log").read_text()
 
 
+def test_no_pack_starts_after_the_launch_deadline(tmp_path):
+    import time
+
+    config = {**CONFIG, "sweeps": {"q": {**CONFIG["sweeps"]["q"], "train": {**CONFIG["sweeps"]["q"]["train"],
+                                                                          "steps": 200000, "eval_every": 50}}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    state = tmp_path / "state"
+    queue("launch", "q", "--state", str(state), "--workers", "1", "--eager", "--pack", "2", "--start-within", "6",
+          "--only", "linear-tiny-pack3", "softmax-tiny-pack0", cwd=tmp_path)
+    log = state / "logs/scheduler.log"
+    try:
+        for _ in range(300):
+            if "past the start deadline" in log.read_text():
+                break
+            time.sleep(0.2)
+        text = log.read_text()
+        assert "pack linear-tiny-pack3 started" in text and "softmax-tiny-pack0 started" not in text, text
+        assert "past the start deadline: not starting softmax-tiny-pack0" in text
+        assert "linear-tiny-pack3 ended" not in text          # the running pack goes on
+    finally:
+        queue("stop", "--state", str(state), cwd=tmp_path)
+
+
 def test_two_sweeps_train_side_by_side_on_their_own_devices_and_one_wait_hands_out_both(tmp_path):
     config = {**CONFIG, "sweeps": {"q": CONFIG["sweeps"]["q"],
                                    "r": {**CONFIG["sweeps"]["q"], "arch": ["linear"], "lr": [2.0e-3],
