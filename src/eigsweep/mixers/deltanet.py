@@ -83,6 +83,10 @@ class DeltaNet(QKVMixer):
 
 
 class GatedDeltaNet(DeltaNet):
+    # 128, not 64: on an H200 at the paper's MQAR size its step took 22.8 / 24.9 ms at chunk 128 against
+    # 29.0 / 31.3 ms at 64 (two runs of benchmarks/chunk_sizes.py, 2026-11-30; 21.5 ms at 256 in one); DeltaNet's
+    # own timings varied too much between the runs to choose (benchmarks/README.md)
+    chunk = 128
 
     def __init__(self, cfg, layer_idx=0):
         super().__init__(cfg, layer_idx)
