@@ -214,6 +214,18 @@ def test_correlation_panels_state_pooled_and_within_statistics():
     assert "pooled over runs" in ht and "within architecture" in ht and "n/a" in ht and "9 runs/3 arch" in ht
 
 
+def test_correlation_says_when_it_pools_modifications_within_an_architecture():
+    runs = [run(a, m, seed=s, acc=0.5 + 0.1 * s + d, near0=0.1 * s + d) for s in range(3) for m in ("none", "gate")
+            for a, d in (("softmax", 0.0), ("mamba2", 0.02))]
+    ds = summary(runs)
+    tables = _tables(ds)
+    for name in ("correlation", "correlation_heatmap"):
+        t = texts(draw.build(name, ds, tables=tables))
+        assert "t: modifications pooled within each architecture (softmax: gate, none; mamba2: gate, none)" in t, t
+    plain = summary([r for r in runs if r["mod"] == "none"])
+    assert "pooled within" not in texts(draw.build("correlation", plain, tables=_tables(plain)))
+
+
 def test_correlation_of_one_run_tasks_is_na_not_a_panel():
     ds = summary([run("softmax", task=f"task{i}") for i in range(3)])
     for name in ("correlation", "correlation_heatmap"):

@@ -62,6 +62,23 @@ def _skipped_note(skipped) -> str:
             f"statistic: " + ", ".join(f"{t} (n = {n})" for t, n in skipped.items()) + ".")
 
 
+def pooled_modifications_note(ds, tasks) -> list[str]:
+    """Per task whose runs of one architecture carry more than one modification: a note that the figure pools
+    them (a gated or deeper model counts as its mixer's architecture), naming them."""
+    if ds is None or "modification" not in ds or "task" not in ds or "arch" not in ds:
+        return []
+    task, arch, mod = (np.asarray(ds[k].values).astype(str) for k in ("task", "arch", "modification"))
+    notes = []
+    for t in tasks:
+        mods = {a: sorted(set(mod[(task == t) & (arch == a)])) for a in style.order_models(arch[task == t])}
+        mixed = {a: m for a, m in mods.items() if len(m) > 1}
+        if mixed:
+            notes.append(f"{t}: modifications pooled within each architecture ("
+                         + "; ".join(f"{a}: {', '.join(m)}" for a, m in mixed.items())
+                         + "): 'within' and the permutation keep an architecture's modifications together.")
+    return notes
+
+
 def correlation(ds, options=None, tables=None, **_):
     tasks, skipped = _drawable(tables)
     if not tasks:
@@ -121,8 +138,9 @@ def correlation(ds, options=None, tables=None, **_):
                      "architecture's runs. CI: 95% percentile bootstrap over architectures; p: stratified "
                      "permutation test (accuracy permuted within architecture)")
     fig.tight_layout()
-    fig.notes = [_skipped_note(skipped)] + [f"{t}: {tables.note.sel(task=t, statistic=n).values.item()}"
-                                            for t in tasks for n in names[:1] if tables.note.sel(task=t, statistic=n).values.item()]
+    fig.notes = [_skipped_note(skipped)] + [f"{t}: {tables.note.sel(task=t, statistic=n).values.item()}."
+                                            for t in tasks for n in names[:1] if tables.note.sel(task=t, statistic=n).values.item()] \
+        + pooled_modifications_note(ds, tasks)
     return fig
 
 
@@ -167,5 +185,5 @@ def correlation_heatmap(ds, options=None, tables=None, **_):
     fig.tight_layout()
     notes = dict.fromkeys(f"{t}: {tables.note.sel(task=t, statistic=n).values.item()}." for t in tasks for n in names
                           if tables.note.sel(task=t, statistic=n).values.item())
-    fig.notes = [_skipped_note(skipped), *notes]
+    fig.notes = [_skipped_note(skipped), *notes, *pooled_modifications_note(ds, tasks)]
     return fig
