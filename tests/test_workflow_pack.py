@@ -97,6 +97,13 @@ def test_snakemake_trains_a_pack_as_one_job_and_a_partial_rerun_only_its_missing
         (tmp_path / "results/demo/logs/softmax-mqar_demo-pack0.log").read_text()
     assert kept.stat().st_ino == inode and kept.read_bytes() == before
     assert (runs / f"{ids[1]}.nc").exists() and xr.open_dataset(tmp_path / summary).sizes["run"] == 3
+    # regrouping (pack 3): Snakemake runs the new pack's job (its parameters changed), which trains nothing
+    before = {i: (runs / f"{i}.nc").read_bytes() for i in ids}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_packed(base_config(), pack=3)))
+    assert "train_pack_demo_0" in snakemake("-c1", summary, cwd=tmp_path)
+    log = (tmp_path / "results/demo/logs/softmax-mqar_demo-pack0.log").read_text()
+    assert f"training 0 of 3 runs (up to date: {' '.join(ids)})" in log
+    assert all((runs / f"{i}.nc").read_bytes() == before[i] for i in ids)
     # a setting outside the pack key (target accuracy) changes every member's spec: the params trigger
     c = tiny_packed(base_config())
     c["sweeps"]["demo"]["train"]["target_acc"] = 0.5
