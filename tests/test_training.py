@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import xarray as xr
 
 import eigsweep.train as train_mod
@@ -193,6 +194,35 @@ def test_logits_at_labelled_positions_give_the_same_loss_and_accuracy():
     test_x, test_pos, test_y = t.tensors.splits["test"]
     b = train_mod.evaluate(t.model, test_x, test_y, 16, "cpu", test_pos)
     assert a["acc"] == b["acc"] and abs(a["loss"] - b["loss"]) < 1e-12
+
+
+def test_the_compiled_form_of_the_loss_is_the_cross_entropy_with_its_gradient(monkeypatch):
+    """loss_fn's torch.compile form (a one-hot comparison, not a gather) against F.cross_entropy in float64:
+    the same value and gradient, with ignored targets, in bf16 (upcast as the eager form), under vmap (packs)."""
+    from torch.func import vmap
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11, dtype=torch.float64, requires_grad=True)     # (members, positions, classes)
+    y = torch.randint(0, 11, (3, 7))
+    y[:, ::3] = -100
+    eager = vmap(train_mod.loss_fn)(logits, y)
+    (g_eager,) = torch.autograd.grad(eager.sum(), logits)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)             # the traced branch, run eagerly
+    form = vmap(train_mod.loss_fn)(logits, y)
+    (g_form,) = torch.autograd.grad(form.sum(), logits)
+    torch.testing.assert_close(form, eager, rtol=1e-14, atol=0)
+    torch.testing.assert_close(g_form, g_eager, rtol=1e-13, atol=1e-16)
+    assert torch.isnan(train_mod.loss_fn(logits[0], torch.full((7,), -100)))       # nothing labelled: NaN, as torch
+    half = logits.detach()[0].to(torch.bfloat16)
+    assert train_mod.loss_fn(half, y[0]).dtype == torch.float32
+    monkeypatch.undo()
+    torch.testing.assert_close(train_mod.loss_fn(half, y[0]), F.cross_entropy(half.float(), y[0], ignore_index=-100),
+                               rtol=1e-6, atol=0)
+    compiled = torch.compile(lambda lg, t: vmap(train_mod.loss_fn)(lg, t), fullgraph=True, backend="aot_eager")
+    out = compiled(logits, y)
+    (g_c,) = torch.autograd.grad(out.sum(), logits)
+    torch.testing.assert_close(out, eager, rtol=1e-14, atol=0)
+    torch.testing.assert_close(g_c, g_eager, rtol=1e-13, atol=1e-16)
 
 
 def test_batch_order_is_a_function_of_seed_and_step():

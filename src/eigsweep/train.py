@@ -146,7 +146,19 @@ def flat_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(flat_logits(logits), y.reshape(-1), ignore_index=-100)
+    """Mean cross-entropy over the labelled targets (−100: ignored). Under torch.compile the same value is
+    written with a one-hot comparison instead of F.cross_entropy's gather: Inductor then makes the loss one
+    reduction over the classes and its gradient one element-wise pass (softmax − one-hot), where the gather's
+    backward first writes a zero tensor the size of the logits and scatters into it (a pack of 32 at the
+    paper's MQAR size: 1 G logits). Eagerly the comparison would be that large tensor, so eager code keeps
+    F.cross_entropy. The two agree in float64 (tests/test_training.py)."""
+    logits, y = flat_logits(logits), y.reshape(-1)
+    if not torch.compiler.is_compiling():
+        return F.cross_entropy(logits, y, ignore_index=-100)
+    onehot = torch.arange(logits.shape[-1], device=logits.device) == y[:, None]   # (N, classes), never stored
+    nll = torch.logsumexp(logits, -1) - torch.where(onehot, logits, 0).sum(-1)
+    valid = y != -100
+    return torch.where(valid, nll, 0).sum() / valid.sum()      # all ignored: 0/0 = NaN, as F.cross_entropy
 
 
 def autocast(device: torch.device):
