@@ -10,7 +10,9 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
 - "solo": eigsweep.train.Trainer.train_step (see train.py);
 - "pack N": eigsweep.pack.Pack.train_step with N members (seeds), until memory ends;
 - "compiled" (models in --compile): the largest pack and the solo path with torch.compile (loss and update);
-  "bf16 mixer" (models in --bf16): the mixer under bf16 autocast too (model.BF16_MIXERS), eager and compiled.
+  "bf16 mixer" (models in --bf16): the mixer under bf16 autocast too (model.BF16_MIXERS), eager and compiled;
+  "compiled, F.cross_entropy" (--loss-forms): compiled with F.cross_entropy as the loss instead of the one-hot
+  form torch.compile otherwise gets (eigsweep.train.loss_fn), the reference for that form in the same run.
 MFU: model FLOPs of one step of the new path (counted by torch.utils.flop_counter: forward + backward, logits at
 labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
 ms/step of every registered model on the new solo path, as a ratio to softmax.
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from eigsweep import model as model_module
+from eigsweep import train as train_module
 from eigsweep import registry
 from eigsweep.config import EvalConfig, ModelConfig, RunSpec, TrainConfig
 from eigsweep.pack import Pack
@@ -173,6 +176,8 @@ def main():
                    "with the mixer under bf16 autocast (added to model.BF16_MIXERS), eager and compiled")
     p.add_argument("--no-solo-variants", action="store_true", help="time the compiled/fp32 variants on the "
                    "largest pack only")
+    p.add_argument("--loss-forms", action="store_true", help="the compiled variants also with F.cross_entropy as "
+                   "the compiled loss (the reference for loss_fn's one-hot form)")
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
     p.add_argument("--solo-compiled", action="store_true", help="the first table also times each of --all-models "
                    "solo with torch.compile (a ratio to softmax compiled; EIGSWEEP_COMPILE_MODE applies)")
@@ -235,10 +240,13 @@ def main():
                 pack = None
                 free(device)
         variants = [("compiled", True, False)] if arch in args.compile else []
+        if arch in args.compile and args.loss_forms:
+            variants += [("compiled, F.cross_entropy", True, False)]
         if arch in args.bf16:
             variants += [("bf16 mixer", False, True)] + ([("bf16 mixer, compiled", True, True)]
                                                           if arch in args.compile else [])
         for label, comp, bf16 in variants:
+            train_module.ONE_HOT_LOSS_WHEN_COMPILED = "F.cross_entropy" not in label
             for n in ([largest] if largest else []) + ([] if args.no_solo_variants else [1]):
                 path = f"solo, {label}" if n == 1 else f"pack {n}, {label}"
                 try:
@@ -251,9 +259,10 @@ def main():
                     row(path, n / time_steps(runner.train_step, device, 5, args.repeat))
                 except Exception as e:  # noqa: BLE001  compile support varies; report, go on
                     print(f"| {arch} | {path} | failed: {type(e).__name__}: {str(e)[:80]} | | | |", flush=True)
-                traceback.print_exc()
+                    traceback.print_exc()
                 runner = None
                 free(device)
+        train_module.ONE_HOT_LOSS_WHEN_COMPILED = True
 
 if __name__ == "__main__":
     main()

@@ -145,6 +145,9 @@ def flat_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
 
 
+ONE_HOT_LOSS_WHEN_COMPILED = True   # loss_fn's compiled form (False: F.cross_entropy there too; for benchmarks)
+
+
 def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the labelled targets (−100: ignored). Under torch.compile the same value is
     written with a one-hot comparison instead of F.cross_entropy's gather: Inductor then makes the loss one
@@ -153,7 +156,7 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     paper's MQAR size: 1 G logits). Eagerly the comparison would be that large tensor, so eager code keeps
     F.cross_entropy. The two agree in float64 (tests/test_training.py)."""
     logits, y = flat_logits(logits), y.reshape(-1)
-    if not torch.compiler.is_compiling():
+    if not (ONE_HOT_LOSS_WHEN_COMPILED and torch.compiler.is_compiling()):
         return F.cross_entropy(logits, y, ignore_index=-100)
     onehot = torch.arange(logits.shape[-1], device=logits.device) == y[:, None]   # (N, classes), never stored
     nll = torch.logsumexp(logits, -1) - torch.where(onehot, logits, 0).sum(-1)
