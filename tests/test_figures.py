@@ -215,8 +215,8 @@ def test_correlation_panels_state_pooled_and_within_statistics():
 
 
 def test_correlation_says_when_it_pools_modifications_within_an_architecture():
-    runs = [run(a, m, seed=s, acc=0.5 + 0.1 * s + d, near0=0.1 * s + d) for s in range(3) for m in ("none", "gate")
-            for a, d in (("softmax", 0.0), ("mamba2", 0.02))]
+    runs = [run(a, m, seed=s, acc=0.5 + 0.1 * s + d, near0=0.1 * s + d, output_gate=m == "gate") for s in range(3)
+            for m in ("none", "gate") for a, d in (("softmax", 0.0), ("mamba2", 0.02))]
     ds = summary(runs)
     tables = _tables(ds)
     for name in ("correlation", "correlation_heatmap"):
@@ -224,6 +224,10 @@ def test_correlation_says_when_it_pools_modifications_within_an_architecture():
         assert "t: modifications pooled within each architecture (softmax: gate, none; mamba2: gate, none)" in t, t
     plain = summary([r for r in runs if r["mod"] == "none"])
     assert "pooled within" not in texts(draw.build("correlation", plain, tables=_tables(plain)))
+    # a modification that leaves a model's spec as it is (duplicates, collapsed before correlating) is no pooling
+    same = summary([run(a, m, seed=s, acc=0.5 + 0.1 * s) for s in range(3) for m in ("none", "gate")
+                    for a in ("softmax", "mamba2")])
+    assert "pooled within" not in texts(draw.build("correlation", same, tables=_tables(same)))
 
 
 def test_correlation_of_one_run_tasks_is_na_not_a_panel():

@@ -62,12 +62,12 @@ def _skipped_note(skipped) -> str:
             f"statistic: " + ", ".join(f"{t} (n = {n})" for t, n in skipped.items()) + ".")
 
 
-def pooled_modifications_note(ds, tasks) -> list[str]:
-    """Per task whose runs of one architecture carry more than one modification: a note that the figure pools
-    them (a gated or deeper model counts as its mixer's architecture), naming them."""
-    if ds is None or "modification" not in ds or "task" not in ds or "arch" not in ds:
+def pooled_modifications_note(tables, tasks) -> list[str]:
+    """Per task whose correlated runs of one architecture carry more than one modification: a note that the
+    figure pools them (a gated or deeper model counts as its mixer's architecture), naming them."""
+    if "run_modification" not in tables:
         return []
-    task, arch, mod = (np.asarray(ds[k].values).astype(str) for k in ("task", "arch", "modification"))
+    task, arch, mod = (tables[f"run_{k}"].values.astype(str) for k in ("task", "arch", "modification"))
     notes = []
     for t in tasks:
         mods = {a: sorted(set(mod[(task == t) & (arch == a)])) for a in style.order_models(arch[task == t])}
@@ -140,7 +140,7 @@ def correlation(ds, options=None, tables=None, **_):
     fig.tight_layout()
     fig.notes = [_skipped_note(skipped)] + [f"{t}: {tables.note.sel(task=t, statistic=n).values.item()}."
                                             for t in tasks for n in names[:1] if tables.note.sel(task=t, statistic=n).values.item()] \
-        + pooled_modifications_note(ds, tasks)
+        + pooled_modifications_note(tables, tasks)
     return fig
 
 
@@ -185,5 +185,5 @@ def correlation_heatmap(ds, options=None, tables=None, **_):
     fig.tight_layout()
     notes = dict.fromkeys(f"{t}: {tables.note.sel(task=t, statistic=n).values.item()}." for t in tasks for n in names
                           if tables.note.sel(task=t, statistic=n).values.item())
-    fig.notes = [_skipped_note(skipped), *notes, *pooled_modifications_note(ds, tasks)]
+    fig.notes = [_skipped_note(skipped), *notes, *pooled_modifications_note(tables, tasks)]
     return fig
