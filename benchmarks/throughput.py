@@ -151,6 +151,17 @@ def bf16_mixer(arch: str | None, on: bool = True):
         model_module.BF16_MIXERS = saved
 
 
+@contextlib.contextmanager
+def compiled_loss(one_hot: bool):
+    """Compiled code built and run inside uses loss_fn's one-hot form (``one_hot``) or F.cross_entropy."""
+    saved = train_module.ONE_HOT_LOSS_WHEN_COMPILED
+    train_module.ONE_HOT_LOSS_WHEN_COMPILED = one_hot
+    try:
+        yield
+    finally:
+        train_module.ONE_HOT_LOSS_WHEN_COMPILED = saved
+
+
 def free(device):
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -239,14 +250,13 @@ def main():
             finally:
                 pack = None
                 free(device)
-        variants = [("compiled", True, False)] if arch in args.compile else []
+        variants = [("compiled", True, False, True)] if arch in args.compile else []   # label, compile, bf16, one-hot
         if arch in args.compile and args.loss_forms:
-            variants += [("compiled, F.cross_entropy", True, False)]
+            variants += [("compiled, F.cross_entropy", True, False, False)]
         if arch in args.bf16:
-            variants += [("bf16 mixer", False, True)] + ([("bf16 mixer, compiled", True, True)]
-                                                          if arch in args.compile else [])
-        for label, comp, bf16 in variants:
-            train_module.ONE_HOT_LOSS_WHEN_COMPILED = "F.cross_entropy" not in label
+            variants += [("bf16 mixer", False, True, True)] + ([("bf16 mixer, compiled", True, True, True)]
+                                                                if arch in args.compile else [])
+        for label, comp, bf16, one_hot in variants:
             for n in ([largest] if largest else []) + ([] if args.no_solo_variants else [1]):
                 path = f"solo, {label}" if n == 1 else f"pack {n}, {label}"
                 try:
@@ -256,13 +266,13 @@ def main():
                         else:
                             runner = Pack([make_spec(args, arch, seed=s, lr=1e-3 * (1 + s % 4)) for s in range(n)],
                                           ["-"] * n, compile=comp)
-                    row(path, n / time_steps(runner.train_step, device, 5, args.repeat))
+                    with compiled_loss(one_hot):    # compiled at the first timed call
+                        row(path, n / time_steps(runner.train_step, device, 5, args.repeat))
                 except Exception as e:  # noqa: BLE001  compile support varies; report, go on
                     print(f"| {arch} | {path} | failed: {type(e).__name__}: {str(e)[:80]} | | | |", flush=True)
                     traceback.print_exc()
                 runner = None
                 free(device)
-        train_module.ONE_HOT_LOSS_WHEN_COMPILED = True
 
 if __name__ == "__main__":
     main()
