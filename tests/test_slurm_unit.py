@@ -370,3 +370,21 @@ def test_the_waiter_never_imports_torch():
             "cloudpickle.dumps(TrainJob(r.to_json(), 'o.nc', 'c.pt', 'l.log'))\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+
+
+def test_requeue_survives_the_sigterm_its_own_scontrol_requeue_brings():
+    """`scontrol requeue` of the job itself makes Slurm send SIGTERM to each process of the job, the scontrol
+    child included; eigsweep.slurm.requeue calls submitit's handler with SIGTERM ignored, so that child (here a
+    shell that signals itself as Slurm would, then answers) survives and the handler sees it succeed (CI saw
+    `Command '['scontrol', 'requeue', '8']' died with SIGTERM`, failing a job that had been requeued)."""
+    child = ("import signal, subprocess, sys\n"
+             "from eigsweep.slurm import requeue\n"
+             "def handler(signum, frame):\n"
+             "    subprocess.check_call(['sh', '-c', 'kill -TERM $$; echo answered'])\n"
+             "signal.signal(signal.SIGTERM, lambda *a: None)   # as submitit: a Python handler, reset by exec\n"
+             "requeue(handler, signal.SIGUSR2, None) if sys.argv[1] == 'requeue' else handler(signal.SIGUSR2, None)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    fixed = subprocess.run([sys.executable, "-c", child, "requeue"], capture_output=True, text=True, env=env)
+    assert fixed.returncode == 0 and fixed.stdout == "answered\n", fixed.stderr
+    plain = subprocess.run([sys.executable, "-c", child, "plain"], capture_output=True, text=True, env=env)
+    assert plain.returncode == 1 and "died with <Signals.SIGTERM: 15>" in plain.stderr, plain.stderr

@@ -336,7 +336,7 @@ class TrainJob:
                 raise
             log.info("%s; requeueing", e)
             signal.alarm(0)
-            state["handler"](state["signum"], None)   # submitit: checkpoint(), requeue, exit
+            requeue(state["handler"], state["signum"], None)   # submitit: checkpoint(), requeue, exit
             raise   # not reached: submitit exits, or raises if it refuses to requeue
         return self.summary(results)
 
@@ -361,7 +361,7 @@ class TrainJob:
             if not trainer.done:
                 log.warning("no step boundary within %d s of the signal: requeueing from the last periodic "
                             "checkpoint", TrainJob.GRACE_S)
-                handler(signum, frame)
+                requeue(handler, signum, frame)
 
         def deferred(sig, frame):
             if trainer.done:
@@ -388,6 +388,15 @@ class TrainJob:
         return submitit.helpers.DelayedSubmission(TrainJob(
             self.spec_json, self.out, self.checkpoint_path, self.log_file, self.time_min,
             stopped_at=step if step is not None else -1, name=self.name))
+
+
+def requeue(handler, signum: int, frame) -> None:
+    """Call submitit's signal handler (checkpoint, ``scontrol requeue`` of this job, exit) with SIGTERM ignored
+    first: requeueing the job makes Slurm send SIGTERM to each of its processes, the ``scontrol`` child among
+    them, which could die before it returned and so fail a job that was requeued (seen in CI). A child inherits
+    an ignored signal across exec (not a handler), and this process exits right after."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    handler(signum, frame)
 
 
 # ---------------------------------------------------------------------------------------------

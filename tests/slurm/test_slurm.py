@@ -88,11 +88,13 @@ def listed_jobs(sweep: str, n: int, timeout: float = 60) -> list[tuple[str, str,
 
 
 def wait_for_jobs(sweep: str, n: int, timeout: float = 30) -> list[tuple[str, str, str]]:
-    """slurm_jobs once sacct (which learns of jobs a little after the controller) lists n final ones."""
+    """slurm_jobs once sacct (which learns of jobs a little after the controller) lists n final ones (REQUEUED
+    is not: the job is pending again)."""
     deadline = time.time() + timeout
     while True:
         jobs = slurm_jobs(sweep)
-        if len(jobs) >= n and all(s.split()[0] not in ("PENDING", "RUNNING") for _, _, s in jobs) or time.time() > deadline:
+        if len(jobs) >= n and all(s.split()[0] not in ("PENDING", "RUNNING", "REQUEUED") for _, _, s in jobs) \
+                or time.time() > deadline:
             return jobs
         time.sleep(1)
 
