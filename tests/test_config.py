@@ -1,14 +1,17 @@
 """config.yaml validation and sweep expansion; the exported JSON schema; Slurm resources; a torch-free DAG."""
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import xarray as xr
 import yaml
 
+import eigsweep.config as config_module
 from eigsweep import registry
-from eigsweep.config import (DEFAULT_SLURM, ConfigError, RunSpec, load_config, run_id, schema_text, slurm_resources,
+from eigsweep.config import (DEFAULT_SLURM, ConfigError, ModelConfig, RunSpec, load_config, run_id, schema_text, slurm_resources,
                              sweep_runs, validate_config)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,11 +97,46 @@ def test_spec_json_roundtrip(config):
 
 
 def test_spec_json_is_the_json_of_to_dict(config):
-    """to_json skips asdict for speed; it must give the same string (it is the train rule's rerun trigger)."""
-    import json
+    """to_json skips asdict for speed; it must give the same string (it is the train rule's rerun trigger),
+    less the fields added after SPEC_FIELDS_V1 that hold their defaults (none yet)."""
     for sweep in config["sweeps"]:
         for r in sweep_runs(config, sweep):
             assert r.to_json() == json.dumps(r.to_dict(), sort_keys=True)
+
+
+def test_a_setting_added_later_changes_no_spec_while_at_its_default(config, monkeypatch):
+    """A setting added after the first cached results (here `pooling` plays one: left out of SPEC_FIELDS_V1)
+    is not in a spec's JSON, the rerun trigger, while it holds its default, so the specs and config hashes of
+    cached results stay those they were written with; set to another value it is in the spec; a spec written
+    without it reads back with its default."""
+    v1 = config_module.SPEC_FIELDS_V1["model"] - {"pooling"}
+    monkeypatch.setitem(config_module.LATER_DEFAULTS, "model", config_module.later_defaults(ModelConfig, v1))
+    assert config_module.LATER_DEFAULTS["model"] == {"pooling": "mean"}
+    runs = sweep_runs(config, "mqar_paper")
+    for r in runs:
+        d = r.to_dict()
+        assert d["model"].pop("pooling") == "mean"
+        assert r.to_json() == json.dumps(d, sort_keys=True) and RunSpec.from_json(r.to_json()) == r
+    edited = copy.deepcopy(config)
+    edited["sweeps"]["mqar_paper"].setdefault("model", {})["pooling"] = "last"
+    changed = sweep_runs(edited, "mqar_paper")
+    assert all(json.loads(r.to_json())["model"]["pooling"] == "last" for r in changed)
+    assert all(a.config_hash() != b.config_hash() for a, b in zip(runs, changed))
+
+
+def test_committed_results_hold_the_config_hash_of_their_spec_in_config_yaml(config):
+    """Every cached result file of a sweep in config.yaml was written for the spec config.yaml gives its run
+    (else its job would read it as stale and retrain it): the paper-scale results cost GPU-hours."""
+    predates = {"mqar_attention_baseline"}   # its one file predates the validation split (results/README.md)
+    checked = 0
+    for sweep in set(config["sweeps"]) - predates:
+        specs = {r.run_id: r for r in sweep_runs(config, sweep)}
+        for path in sorted((ROOT / "results" / sweep / "runs").glob("*.nc")):
+            with xr.open_dataset(path) as ds:
+                stored = ds.attrs["config_hash"]
+            assert path.stem in specs and stored == specs[path.stem].config_hash(), path
+            checked += 1
+    assert checked >= 48 + 30 + 18   # mqar_paper, mqar_modifications, mqar_pseudo_lti at least
 
 
 def test_modification_overrides_model(config):
