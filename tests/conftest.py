@@ -10,14 +10,15 @@ def _torch_threads():
 
 @pytest.fixture
 def fake_submitit_handler():
-    """Stands in for submitit's SIGUSR2 handler in a Slurm job: call checkpoint(), 'requeue', exit. The test
-    sets ``handler.job`` to the TrainJob whose checkpoint() submitit would call."""
+    """Stands in for submitit's SIGUSR2 handler in a Slurm job: call checkpoint(), 'requeue', exit; each call
+    records its frame, checkpoint()'s answer and SIGTERM's disposition then. The test sets ``handler.job`` to the
+    TrainJob whose checkpoint() submitit would call."""
     import signal
 
     calls = []
 
     def handler(signum, frame):
-        calls.append(dict(frame=frame, delayed=handler.job.checkpoint()))
+        calls.append(dict(frame=frame, delayed=handler.job.checkpoint(), sigterm=signal.getsignal(signal.SIGTERM)))
         raise SystemExit(-1)
     old = signal.signal(signal.SIGUSR2, handler)
     yield handler, calls

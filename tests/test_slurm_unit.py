@@ -288,6 +288,7 @@ def signal_mid_step(monkeypatch, at_call: int, then=None):
 def test_preemption_signal_checkpoints_at_the_next_step_boundary_and_resumes_exactly(
         tmp_path, monkeypatch, fake_submitit_handler):
     handler, calls = fake_submitit_handler
+    sigterm = signal.getsignal(signal.SIGTERM)
     spec = tiny_spec(steps=10, checkpoint_every=100)   # no periodic checkpoint before the signal
     ref = train_run(spec, tmp_path / "ref.nc")
     out, ckpt = tmp_path / "run.nc", tmp_path / "ckpt.pt"
@@ -296,6 +297,7 @@ def test_preemption_signal_checkpoints_at_the_next_step_boundary_and_resumes_exa
     with pytest.raises(SystemExit):
         job()
     assert len(calls) == 1 and calls[0]["frame"] is None   # called by us at the boundary, not mid-step
+    assert calls[0]["sigterm"] is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == sigterm   # as before
     assert torch.load(ckpt, weights_only=False)["step"] == 6 and not out.exists()
     monkeypatch.undo()
     delayed = calls[0]["delayed"]   # what submitit pickles for the requeued job
@@ -388,3 +390,20 @@ def test_requeue_survives_the_sigterm_its_own_scontrol_requeue_brings():
     assert fixed.returncode == 0 and fixed.stdout == "answered\n", fixed.stderr
     plain = subprocess.run([sys.executable, "-c", child, "plain"], capture_output=True, text=True, env=env)
     assert plain.returncode == 1 and "died with <Signals.SIGTERM: 15>" in plain.stderr, plain.stderr
+
+
+def test_a_signal_before_training_starts_reaches_submitit_with_sigterm_ignored(tmp_path, fake_submitit_handler):
+    """From the job's start (before the run's trainer exists: data, model, compile) the preemption signal goes to
+    submitit's handler through requeue: checkpoint() is asked (no trainer yet: requeue the same job, to resume
+    from the last periodic checkpoint), SIGTERM is ignored while it requeues, and its disposition is back after."""
+    handler, calls = fake_submitit_handler
+    sigterm = signal.getsignal(signal.SIGTERM)
+    job = handler.job = TrainJob(tiny_spec(steps=10).to_json(), str(tmp_path / "run.nc"), None)
+    state = job._guard_signal()
+    assert state == dict(handler=handler, signum=signal.SIGUSR2)
+    with pytest.raises(SystemExit):
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(1)   # the handler runs at the next bytecode boundary
+    (call,) = calls
+    assert call["sigterm"] is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == sigterm
+    assert call["delayed"].function.stopped_at == -1 and call["delayed"].function.out == job.out

@@ -21,6 +21,7 @@ What it guards against:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -320,7 +321,7 @@ class TrainJob:
         if not stale_members(specs, outs):   # Slurm requeued the job after it had written every result
             log.info("%s: every result file is already written for this spec: nothing to train", self.label())
             return self.summary([read_run_file(o) for o in outs])
-        state = {}
+        state = self._guard_signal()
         on_start = lambda trainer: self._defer_signal(trainer, state)   # noqa: E731
         try:
             if self.is_pack:
@@ -346,16 +347,26 @@ class TrainJob:
                    for ds in results]
         return dict(pack=self.name, runs=summary) if self.is_pack else summary[0]
 
-    def _defer_signal(self, trainer, state: dict) -> None:
+    @staticmethod
+    def _guard_signal() -> dict:
+        """submitit's handler of the preemption signal, answering it through ``requeue`` until training starts
+        (then _defer_signal takes over): {"handler", "signum"}, or {} when not under submitit."""
         from submitit.slurm.slurm import SlurmJobEnvironment
 
-        self._trainer = trainer
         signum = getattr(signal, f"SIG{SlurmJobEnvironment.USR_SIG}")
-        # submitit's handler; a pack of unpackable runs trains them one after another and calls this again
-        handler = state.get("handler") or signal.getsignal(signum)
-        if not callable(handler):   # not under submitit (e.g. called directly): nothing to defer
+        handler = signal.getsignal(signum)
+        if not callable(handler):   # not under submitit (e.g. called directly): nothing to guard or defer
+            return {}
+        signal.signal(signum, functools.partial(requeue, handler))
+        return dict(handler=handler, signum=signum)
+
+    def _defer_signal(self, trainer, state: dict) -> None:
+        """From ``trainer``'s start (a pack of unpackable runs trains them one after another and calls this again):
+        the signal sets its stop flag, and the loop checkpoints at the next step boundary."""
+        self._trainer = trainer
+        if not state:
             return
-        state.update(handler=handler, signum=signum)
+        handler, signum = state["handler"], state["signum"]
 
         def too_late(_, frame):
             if not trainer.done:
@@ -392,11 +403,14 @@ class TrainJob:
 
 def requeue(handler, signum: int, frame) -> None:
     """Call submitit's signal handler (checkpoint, ``scontrol requeue`` of this job, exit) with SIGTERM ignored
-    first: requeueing the job makes Slurm send SIGTERM to each of its processes, the ``scontrol`` child among
+    meanwhile: requeueing the job makes Slurm send SIGTERM to each of its processes, the ``scontrol`` child among
     them, which could die before it returned and so fail a job that was requeued (seen in CI). A child inherits
-    an ignored signal across exec (not a handler), and this process exits right after."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    handler(signum, frame)
+    an ignored signal across exec (not a handler)."""
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        handler(signum, frame)
+    finally:   # submitit exits (SystemExit) or raises when it does not requeue
+        signal.signal(signal.SIGTERM, before)
 
 
 # ---------------------------------------------------------------------------------------------
