@@ -1,5 +1,6 @@
 """eigsweep's command line. Sweeps normally run through Snakemake (`snakemake -c2 <sweep>`); these commands
-list a sweep's runs, train one run, or train a whole sweep without Snakemake. Aggregation and figures are
+list a sweep's runs, report what it has done and what remains, train one run, or train a whole sweep without
+Snakemake. Aggregation and figures are
 Snakemake targets (`results/<sweep>/summary.nc`, `figures_<sweep>`)."""
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list the run ids of a sweep")
     p.add_argument("--config", default="config.yaml")
+    p.add_argument("sweep")
+    p = sub.add_parser("status", help="what a sweep has done and what remains, from its result files (read-only)")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--results", default=None, help="results directory (default: config results_dir)")
     p.add_argument("sweep")
     p = sub.add_parser("train", help="train one run of a sweep and write its result file")
     p.add_argument("--config", default="config.yaml")
@@ -73,6 +78,13 @@ def _dispatch(args) -> int:
         return 2
     if args.command == "list":
         print("\n".join(runs))
+        return 0
+    if args.command == "status":
+        from eigsweep.config import pack_size
+        from eigsweep.status import sweep_status
+
+        results = Path(args.results or config.get("results_dir", "results"))
+        print(sweep_status(args.sweep, runs, results, pack_size(config, args.sweep)))
         return 0
     if args.command == "sweep":
         from eigsweep.config import pack_size
