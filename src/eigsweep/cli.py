@@ -1,7 +1,6 @@
 """eigsweep's command line. Sweeps normally run through Snakemake (`snakemake -c2 <sweep>`); these commands
 list a sweep's runs, report what it has done and what remains, train one run, or train a whole sweep without
-Snakemake. Aggregation and figures are
-Snakemake targets (`results/<sweep>/summary.nc`, `figures_<sweep>`)."""
+Snakemake. Aggregation and figures are Snakemake targets (`results/<sweep>/summary.nc`, `figures_<sweep>`)."""
 from __future__ import annotations
 
 import argparse

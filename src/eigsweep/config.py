@@ -151,10 +151,10 @@ class RunSpec:
         return asdict(self)
 
     def to_json(self) -> str:
-        # Equal to json.dumps(self.to_dict(), sort_keys=True) (tests/test_config.py checks it), without
-        # asdict's deep copies: the Snakefile calls this once per run (the train rule's params), which
-        # matters for 10k-run sweeps. The string is also the rerun trigger, so it must not change.
-        # Fields added after SPEC_FIELDS_V1 are left out at their defaults (a no-op while there are none).
+        # json.dumps(self.to_dict(), sort_keys=True) less the fields added after SPEC_FIELDS_V1 that hold their
+        # defaults (none yet; tests/test_config.py checks both), without asdict's deep copies: the Snakefile
+        # calls this once per run (the train rule's params), which matters for 10k-run sweeps. The string is
+        # also the rerun trigger, so it must not change.
         d = dict(self.__dict__)
         for k in ("model", "train", "eval"):
             d[k] = dict(d[k].__dict__)
