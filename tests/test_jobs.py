@@ -209,7 +209,7 @@ def test_cli_help_names_only_commands_that_exist(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    assert "{list,train,sweep,job}" in out
+    assert "{list,status,train,sweep,job}" in out
     assert "eigsweep aggregate" not in out and "eigsweep figures" not in out
     with pytest.raises(SystemExit):
         cli.main(["job", "--spec", "{}", "--out", "x.nc"])   # the removed branch
