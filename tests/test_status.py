@@ -63,3 +63,19 @@ def test_status_command_and_an_unknown_sweep():
     bad = subprocess.run([sys.executable, "-m", "eigsweep.cli", "status", "no_such_sweep"], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("eigsweep: unknown sweep 'no_such_sweep'")
+
+
+def test_a_run_another_sweep_holds_is_reported_as_copied_not_trained(tmp_path):
+    """A missing run whose spec another sweep has trained (all but the sweep's name) is copied by its job, not
+    trained: the report says so, naming the source, and copies nothing itself."""
+    config = load_config(ROOT / "config.yaml")
+    runs = {r.run_id: r for r in sweep_runs(config, SWEEP)}
+    shared = "softmax-mqar_paper-none-s0-lr2.15e-03"   # the modifications' baseline is a run of mqar_paper
+    source = tmp_path / "mqar_paper" / "runs" / f"{shared}.nc"
+    source.parent.mkdir(parents=True)
+    shutil.copy(ROOT / "results" / "mqar_paper" / "runs" / f"{shared}.nc", source)
+    other = "softmax-mqar_paper-gate-s0-lr2.15e-03"    # no other sweep has it
+    report = sweep_status(SWEEP, {r: runs[r] for r in (shared, other)}, tmp_path, 1)
+    assert f"  {shared} (missing; copied from {source} when its job runs, not trained)" in report.splitlines()
+    assert f"  {other} (missing)" in report.splitlines()
+    assert not (tmp_path / SWEEP).exists()

@@ -200,14 +200,12 @@ def _without_sweep(spec_json: str) -> dict:
     return d
 
 
-def reuse_identical(spec: RunSpec, out: str | Path) -> Path | None:
-    """Where another sweep of the same results directory (``<results>/<other sweep>/runs/<run id>.nc`` beside
-    ``out`` = ``<results>/<sweep>/runs/<run id>.nc``) holds a valid result of a run whose spec is this one's in
-    all but the sweep's name (the same model, task, data, seed, lr and training), write that result to
-    ``out`` under this sweep (its sweep coordinate, spec and config_hash; ``reused_from`` names the source,
-    whose provenance attributes it keeps) and return the source's path; else None. A sweep's baseline that
-    another sweep has trained is so never trained twice."""
-    from eigsweep.results import ResultFileError, read_run_file, write_atomic
+def find_identical(spec: RunSpec, out: str | Path):
+    """(path, Dataset) of a valid result in another sweep of the same results directory
+    (``<results>/<other sweep>/runs/<run id>.nc`` beside ``out`` = ``<results>/<sweep>/runs/<run id>.nc``) of a
+    run whose spec is this one's in all but the sweep's name (the same model, task, data, seed, lr and
+    training), or None. Reads only."""
+    from eigsweep.results import ResultFileError, read_run_file
 
     out = Path(out)
     want = _without_sweep(spec.to_json())
@@ -222,16 +220,28 @@ def reuse_identical(spec: RunSpec, out: str | Path) -> Path | None:
             consistent = ds.attrs["config_hash"] == RunSpec.from_json(ds.attrs["spec_json"]).config_hash()
         except (KeyError, TypeError, ValueError):
             continue
-        if not consistent or _without_sweep(ds.attrs["spec_json"]) != want:
-            continue
-        ds = ds.assign_coords(sweep=spec.sweep)
-        ds["config_hash"] = spec.config_hash()
-        ds.attrs.update(config_hash=spec.config_hash(), spec_json=spec.to_json(), reused_from=str(other))
-        write_atomic(ds, out)
-        log.info("%s: the same run (all but the sweep's name) is trained in %s: reused, not trained", spec.run_id,
-                 other)
-        return other
+        if consistent and _without_sweep(ds.attrs["spec_json"]) == want:
+            return other, ds
     return None
+
+
+def reuse_identical(spec: RunSpec, out: str | Path) -> Path | None:
+    """Where another sweep holds the same run (find_identical), write that result to ``out`` under this sweep
+    (its sweep coordinate, spec and config_hash; ``reused_from`` names the source, whose provenance attributes
+    it keeps) and return the source's path; else None. A sweep's baseline that another sweep has trained is so
+    never trained twice."""
+    from eigsweep.results import write_atomic
+
+    found = find_identical(spec, out)
+    if found is None:
+        return None
+    other, ds = found
+    ds = ds.assign_coords(sweep=spec.sweep)
+    ds["config_hash"] = spec.config_hash()
+    ds.attrs.update(config_hash=spec.config_hash(), spec_json=spec.to_json(), reused_from=str(other))
+    write_atomic(ds, out)
+    log.info("%s: the same run (all but the sweep's name) is trained in %s: reused, not trained", spec.run_id, other)
+    return other
 
 
 # ---------------------------------------------------------------------------------------------

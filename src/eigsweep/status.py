@@ -2,7 +2,8 @@
 
 Each run of the sweep (as config.yaml gives it now) is one of: done (a valid result file written for this very
 spec), missing, unreadable (the workflow would move it aside and retrain it) or stale (written for another spec:
-it would retrain). Done runs are listed with their status, steps, accuracies, wall time and device; the runs to
+it would retrain, unless another sweep holds the same run: its job then copies that result, as the report
+says). Done runs are listed with their status, steps, accuracies, wall time and device; the runs to
 train are listed in the packs the workflow would give them. The wall time of the training processes counts a
 pack once (its longest member: the members of a pack train together). Read-only and torch-free: it trains,
 moves and writes nothing.
@@ -13,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from eigsweep.config import RunSpec
+from eigsweep.jobs import find_identical
 from eigsweep.packs import group_packs
 from eigsweep.results import ResultFileError, read_run_file
 
@@ -28,6 +30,12 @@ def run_state(spec: RunSpec, path: Path):
     except ResultFileError:
         return "unreadable", None
     return ("done" if ds.attrs.get("config_hash") == spec.config_hash() else "stale"), ds
+
+
+def _why(spec: RunSpec, state: str, path: Path) -> str:
+    """A run's state, and where its result would be copied from instead of trained (jobs.find_identical)."""
+    found = find_identical(spec, path)
+    return state if found is None else f"{state}; copied from {found[0]} when its job runs, not trained"
 
 
 def _acc(ds, name: str) -> str:
@@ -69,7 +77,8 @@ def sweep_status(sweep: str, runs: dict[str, RunSpec], results: Path, pack: int)
     if todo:
         lines.append(f"to train, in packs of at most {pack} (config key `pack`):" if pack > 1 else "to train:")
         for pack_id, members in group_packs(list(runs.values()), pack).items():
-            left = [f"{r.run_id} ({states[r.run_id]})" for r in members if states[r.run_id] != "done"]
+            left = [f"{r.run_id} ({_why(r, states[r.run_id], results / sweep / 'runs' / f'{r.run_id}.nc')})"
+                    for r in members if states[r.run_id] != "done"]
             if left:
                 lines.append(f"  {pack_id}: " + ", ".join(left) if pack > 1 else "  " + left[0])
     return "\n".join(lines)
