@@ -307,6 +307,7 @@ class TrainJob:
         return RunSpec.from_json(self.spec_json).run_id
 
     def __call__(self) -> dict:
+        state = self._guard_signal()   # first: importing torch and checking the result files take seconds
         setup_logging(self.log_file)
         from eigsweep.train import Preempted, train_run
 
@@ -321,7 +322,6 @@ class TrainJob:
         if not stale_members(specs, outs):   # Slurm requeued the job after it had written every result
             log.info("%s: every result file is already written for this spec: nothing to train", self.label())
             return self.summary([read_run_file(o) for o in outs])
-        state = self._guard_signal()
         on_start = lambda trainer: self._defer_signal(trainer, state)   # noqa: E731
         try:
             if self.is_pack:
