@@ -8,7 +8,8 @@ from pathlib import Path
 import xarray as xr
 
 from eigsweep.config import load_config, pack_size, sweep_runs
-from eigsweep.status import run_state, sweep_status
+from eigsweep.jobs import run_state
+from eigsweep.status import sweep_status
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = "mqar_modifications"

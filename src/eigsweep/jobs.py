@@ -174,21 +174,34 @@ def load_checkpoint_or_none(path: str | Path, map_location=None, config_hash: st
     return state
 
 
+def run_state(spec: RunSpec, out: str | Path):
+    """(state, what was read) of a run's result file: ("done", its Dataset) when it is a valid result of this
+    very spec, ("stale", its Dataset) when of another spec, ("unreadable", the ResultFileError) or ("missing",
+    None). Reads only."""
+    from eigsweep.results import ResultFileError, read_run_file
+
+    try:
+        ds = read_run_file(out)
+    except FileNotFoundError:
+        return "missing", None
+    except ResultFileError as e:
+        return "unreadable", e
+    return ("done" if ds.attrs.get("config_hash") == spec.config_hash() else "stale"), ds
+
+
 def stale_members(specs: list[RunSpec], outs: list[str | Path]) -> list[int]:
     """Indices of the runs to train: those whose result file is missing, unreadable (moved aside to
     ``<name>.corrupt``) or written for another configuration (its stored config_hash is not the spec's), and
     that no other sweep has trained with the same spec (reuse_identical copies those instead)."""
-    from eigsweep.results import ResultFileError, move_aside, read_run_file
+    from eigsweep.results import move_aside
 
     stale = []
     for i, (spec, out) in enumerate(zip(specs, outs)):
-        try:
-            if read_run_file(out).attrs.get("config_hash") == spec.config_hash():
-                continue
-        except FileNotFoundError:
-            pass
-        except ResultFileError as e:
-            log.warning("%s; moved it to %s, retraining", e, move_aside(out))
+        state, read = run_state(spec, out)
+        if state == "done":
+            continue
+        if state == "unreadable":
+            log.warning("%s; moved it to %s, retraining", read, move_aside(out))
         if reuse_identical(spec, out) is None:
             stale.append(i)
     return stale

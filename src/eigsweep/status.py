@@ -1,12 +1,12 @@
 """`eigsweep status <sweep>`: what a sweep has done and what remains, read from its result files alone.
 
-Each run of the sweep (as config.yaml gives it now) is one of: done (a valid result file written for this very
-spec), missing, unreadable (the workflow would move it aside and retrain it) or stale (written for another spec:
-it would retrain, unless another sweep holds the same run: its job then copies that result, as the report
-says). Done runs are listed with their status, steps, accuracies, wall time and device; the runs to
-train are listed in the packs the workflow would give them. The wall time of the training processes counts a
-pack once (its longest member: the members of a pack train together). Read-only and torch-free: it trains,
-moves and writes nothing.
+Each run of the sweep (as config.yaml gives it now) is in one of the states of jobs.run_state, which its job
+acts on: done (a valid result file written for this very spec), missing, unreadable (the workflow would move
+it aside and retrain it) or stale (written for another spec: it would retrain, unless another sweep holds the
+same run: its job then copies that result, as the report says). Done runs are listed with their status,
+steps, accuracies, wall time and device; the runs to train are listed in the packs the workflow would give
+them. The wall time of the training processes counts a pack once (its longest member: the members of a pack
+train together). Read-only and torch-free: it trains, moves and writes nothing.
 """
 from __future__ import annotations
 
@@ -14,22 +14,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from eigsweep.config import RunSpec
-from eigsweep.jobs import find_identical
+from eigsweep.jobs import find_identical, run_state
 from eigsweep.packs import group_packs
-from eigsweep.results import ResultFileError, read_run_file
 
 STATES = ("done", "missing", "unreadable", "stale")
-
-
-def run_state(spec: RunSpec, path: Path):
-    """(state, the result Dataset or None) of one run's result file; see the module docstring."""
-    try:
-        ds = read_run_file(path)
-    except FileNotFoundError:
-        return "missing", None
-    except ResultFileError:
-        return "unreadable", None
-    return ("done" if ds.attrs.get("config_hash") == spec.config_hash() else "stale"), ds
 
 
 def _why(spec: RunSpec, state: str, path: Path) -> str:
