@@ -18,7 +18,8 @@ puts them where Snakemake accepts them.
 On a machine with several GPUs, ``--devices 0 1`` gives each pack process one of them (CUDA_VISIBLE_DEVICES, the
 least busy; ``--workers`` defaults to one per device), and two sweeps train side by side with a state folder
 each, one `wait` watching both: ``launch A --state S1 --devices 0``, ``launch B --state S2 --devices 1``,
-``wait --state S1 S2`` (drain and stop take several too).
+``wait --state S1 S2`` (drain and stop take several too). Packs of schedulers whose state folders share a
+parent (``/tmp/gq/a``, ``/tmp/gq/b``) count as busy for each other's choice of device.
 
 The state folder (``--state``, default /tmp/eigsweep-gpu-state) must lie outside the repository: each command
 copies the working tree afresh and removes what it does not know. ``--pack N`` regroups the runs in packs of
@@ -102,8 +103,14 @@ def launch(args) -> None:
     cmd = [sys.executable, str(HERE), "schedule", args.sweep, "--workers", str(workers(args)), *devices, *start_by,
            *common(args)]
     log = open(state / "logs" / "scheduler.log", "a")
+    (state / "placed").unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (state / "scheduler.pid").write_text(str(proc.pid))
+    # return once its first packs have their devices, so that a scheduler launched next counts them as busy
+    for _ in range(600):
+        if (state / "placed").exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
     print(f"scheduler started (pid {proc.pid})")
 
 
@@ -114,6 +121,16 @@ def workers(args) -> int:
 def least_busy(devices: list[str], busy: list[str]) -> str:
     """The device of ``devices`` that the fewest running packs (``busy``: their devices) use, the first on ties."""
     return min(devices, key=busy.count)
+
+
+def busy_elsewhere(state: Path) -> list[str]:
+    """The devices of the packs that other schedulers run now: those whose state folders lie beside ``state``
+    (``--state /tmp/gq/a`` and ``/tmp/gq/b``), each running pack recorded as ``pids/<pack>.device``. Without
+    this, two sweeps launched side by side each balanced only its own packs and could stack on one GPU."""
+    if not state.parent.is_dir():
+        return []
+    return [f.read_text().strip() for other in state.parent.iterdir() if other.is_dir() and other != state
+            for f in sorted((other / "pids").glob("*.device")) if alive(f.with_suffix(".pid"))]
 
 
 def schedule(args) -> None:
@@ -132,6 +149,7 @@ def schedule(args) -> None:
             if proc.poll() is not None:
                 logging.info("pack %s ended with status %s", pid, proc.returncode)
                 (state / "pids" / f"{pid}.pid").unlink(missing_ok=True)
+                (state / "pids" / f"{pid}.device").unlink(missing_ok=True)
                 del running[pid]
                 on.pop(pid, None)
         if (state / "drain").exists():      # `drain`: start nothing more
@@ -146,11 +164,15 @@ def schedule(args) -> None:
             log = open(state / "logs" / f"{pid}.log", "a")
             env = dict(os.environ)
             if args.devices:
-                on[pid] = env["CUDA_VISIBLE_DEVICES"] = least_busy(args.devices, list(on.values()))
+                busy = [*on.values(), *busy_elsewhere(state)]
+                on[pid] = env["CUDA_VISIBLE_DEVICES"] = least_busy(args.devices, busy)
             running[pid] = subprocess.Popen([sys.executable, str(HERE), "pack", args.sweep, pid, *common(args)],
                                             stdout=log, stderr=subprocess.STDOUT, env=env)
             (state / "pids" / f"{pid}.pid").write_text(str(running[pid].pid))   # for `stop --only`
+            if pid in on:
+                (state / "pids" / f"{pid}.device").write_text(on[pid])      # for other schedulers' choice
             logging.info("pack %s started%s", pid, f" on device {on[pid]}" if pid in on else "")
+        (state / "placed").touch()          # `launch` waits for the first placement
         time.sleep(2)
     for proc in running.values():   # stop: each pack checkpoints at its next step
         proc.terminate()

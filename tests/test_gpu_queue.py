@@ -2,6 +2,7 @@
 the CPU: a detached scheduler trains the packs (regrouped with --pack), `wait` returns when they are done and
 hands out result files the workflow accepts as they are."""
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -162,7 +163,8 @@ def test_two_sweeps_train_side_by_side_on_their_own_devices_and_one_wait_hands_o
     s1, s2, out = tmp_path / "s1", tmp_path / "s2", tmp_path / "out"
     queue("launch", "q", "--state", str(s1), "--eager", "--pack", "2", "--only", "linear-tiny-pack3",
           "--devices", "0", cwd=tmp_path)
-    queue("launch", "r", "--state", str(s2), "--eager", "--devices", "1", cwd=tmp_path)
+    # r may use both devices, one worker: device 0 is taken by q's pack (state folders with one parent), so 1
+    queue("launch", "r", "--state", str(s2), "--eager", "--devices", "0", "1", "--workers", "1", cwd=tmp_path)
     log = queue("wait", "--state", str(s1), str(s2), "--seconds", "180", "--out", str(out), cwd=tmp_path).stdout
     assert "q: 2 runs done; scheduler\nstopped" in log and "r: 2 runs done; scheduler\nstopped" in log, log
     assert json.loads((out / "done.json").read_text()) == {
@@ -183,3 +185,25 @@ def test_each_pack_process_gets_the_least_busy_device():
     assert least_busy(["0", "1"], []) == "0"
     assert least_busy(["0", "1"], ["0"]) == "1"
     assert least_busy(["0", "1"], ["0", "1", "1"]) == "0"
+
+
+def test_packs_of_a_scheduler_beside_count_as_busy(tmp_path):
+    """Two sweeps launched side by side (state folders with one parent): the second's choice of device counts
+    the first's running packs, by their `.device` records, and only while their process lives."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_queue import busy_elsewhere, least_busy
+
+    mine, other, stale = tmp_path / "mine", tmp_path / "other", tmp_path / "stale"
+    for d in (mine, other, stale):
+        (d / "pids").mkdir(parents=True)
+    (other / "pids/a.pid").write_text(str(os.getpid()))     # a live process
+    (other / "pids/a.device").write_text("0")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (stale / "pids/b.pid").write_text(str(dead.pid))        # ended: not busy
+    (stale / "pids/b.device").write_text("1")
+    (mine / "pids/c.pid").write_text(str(os.getpid()))      # its own packs are counted by the scheduler itself
+    (mine / "pids/c.device").write_text("1")
+    assert busy_elsewhere(mine) == ["0"]
+    assert least_busy(["0", "1"], busy_elsewhere(mine)) == "1"
+    assert busy_elsewhere(tmp_path / "nowhere" / "state") == []
