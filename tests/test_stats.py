@@ -303,3 +303,47 @@ def test_a_bootstrap_over_three_architectures_is_called_coarse():
     assert stats._one_cluster_share(3) == pytest.approx(1 / 9) and stats._one_cluster_share(4) < 0.025
     x, y, arch = _simpson(n_arch=4)
     assert stats.correlations(_runstats(x, y, arch), n_boot=300, n_perm=200)[0].iloc[0].note == ""
+
+
+# -- runs that learned against runs at chance ----------------------------------------------------
+
+def test_outcome_split_counts_ranges_and_an_exact_permutation_p():
+    # chance 0.5 (accuracy at least 0.505 learned): 3 learned runs, all with more mass near 1 than 2 at chance
+    rs = _runstats([90, 95, 100, 50, 60], [0.9, 0.95, 0.99, 0.5, 0.501], "aaaaa")
+    row = stats.outcome_split(rs, chance=0.5).set_index("statistic").loc["mass_near_1"]
+    assert (row.n_learned, row.n_chance) == (3, 2)
+    assert (row.learned_min, row.learned_max, row.chance_min, row.chance_max) == (90, 100, 50, 60)
+    assert row.U == 6                                    # every learned run above every run at chance
+    assert row.p_permutation == pytest.approx(2 / 10)    # 2 of the C(5, 2) = 10 splits are as extreme
+    # ties across the groups (as runs at 100%): U counts a tie as 1/2, and nothing separates
+    tied = stats.outcome_split(_runstats([100, 100, 90, 100], [0.9, 0.9, 0.5, 0.5], "aaaa"), 0.5)
+    tied = tied.set_index("statistic").loc["mass_near_1"]
+    assert tied.U == 3 and tied.p_permutation == pytest.approx(1.0)
+    # one group empty, or a constant statistic: no test
+    none = stats.outcome_split(_runstats([1, 2, 3], [0.9, 0.9, 0.9], "aaa"), 0.5).set_index("statistic")
+    assert none.n_chance["mass_near_1"] == 0 and np.isnan(none.p_permutation["mass_near_1"])
+
+
+def test_split_summaries_keeps_each_run_once_and_the_asked_architectures_and_lrs(tmp_path, capsys):
+    from figure_data import run, summary
+
+    # sweep A: arch a at two lrs, arch b; sweep B holds a copy of one of A's runs and a run of its own
+    a = [run("softmax", seed=s, lr=lr, acc=0.9 if s else 0.5, near0=0.0 if s else 0.3)
+         for s in (0, 1) for lr in (1e-3, 1e-2)] + [run("linear", seed=0, acc=0.9)]
+    b = [a[1], run("norm", seed=0, lr=1e-3, acc=0.5, near0=0.4)]
+    summary(a).to_netcdf(tmp_path / "a.nc")
+    summary(b).to_netcdf(tmp_path / "b.nc")
+    rs, chance = stats.split_summaries([tmp_path / "a.nc", tmp_path / "b.nc"], archs=["softmax", "norm"], lrs=[1e-3])
+    assert chance == 0.5
+    assert sorted(rs.run.values.tolist()) == ["norm-t-none-s0-lr1.00e-03", "softmax-t-none-s0-lr1.00e-03",
+                                             "softmax-t-none-s1-lr1.00e-03"]
+    row = stats.outcome_split(rs, chance).set_index("statistic").loc["mass_near_0"]
+    assert (row.n_learned, row.n_chance, row.U) == (1, 2, 0)       # the learned run has the least mass near 0
+    assert np.isnan(row.p_permutation)                             # one run alone: no permutation test
+    everything, _ = stats.split_summaries([tmp_path / "a.nc", tmp_path / "b.nc"])
+    assert everything.sizes["run"] == 6                            # the copy counted once
+    with pytest.raises(ValueError, match="no run matches"):
+        stats.split_summaries([tmp_path / "a.nc"], archs=["mamba2"])
+    stats.main(["split", str(tmp_path / "a.nc"), str(tmp_path / "b.nc"), "--arch", "softmax", "norm", "--lr", "1e-3"])
+    out = capsys.readouterr().out
+    assert out.startswith("3 runs (norm, softmax: pooled, a family)") and "mass_near_0" in out

@@ -423,6 +423,90 @@ def learned_correlations(runstats: xr.Dataset, ds: xr.Dataset, options: dict | N
     return table, by_arch
 
 
+# -- runs that learned against runs at chance -----------------------------------------------------
+
+def outcome_split(runstats: xr.Dataset, chance: float | None, n_perm: int = 100_000, seed: int = 0):
+    """For each spectral statistic, the runs that learned (selection.learned) against those at chance: their
+    count and range, the Mann–Whitney U of learned over at chance (U = n_learned · n_chance: every learned run
+    above every run at chance; 0: below) and its two-sided p from a permutation test (exact over all splits
+    when there are at most ``n_perm``; ties, as many runs at 0% or 100%, handled; none with a single run in
+    a group). One row per statistic.
+
+    Which runs go in is the caller's choice (``split_summaries``): pooling architectures is a statement about
+    a family, to be said as such."""
+    import pandas as pd
+
+    from eigsweep.figures import selection
+
+    won = selection.learned(runstats.accuracy.values, chance)
+    rows = []
+    for name in STATISTICS:
+        v = runstats[name].values.astype(float)
+        a, b = v[won & np.isfinite(v)], v[~won & np.isfinite(v)]
+        row = dict(statistic=name, n_learned=len(a), n_chance=len(b),
+                   learned_min=np.min(a, initial=np.inf) if len(a) else np.nan,
+                   learned_max=np.max(a, initial=-np.inf) if len(a) else np.nan,
+                   chance_min=np.min(b, initial=np.inf) if len(b) else np.nan,
+                   chance_max=np.max(b, initial=-np.inf) if len(b) else np.nan, U=np.nan, p_permutation=np.nan)
+        if len(a) and len(b) and np.ptp(np.r_[a, b]) > 0:
+            row["U"] = float(sps.mannwhitneyu(a, b).statistic)
+        if len(a) > 1 and len(b) > 1 and np.ptp(np.r_[a, b]) > 0:     # one run alone: no permutation test
+            u = lambda x, y, axis=-1: sps.mannwhitneyu(x, y, axis=axis).statistic   # noqa: E731
+            row["p_permutation"] = float(sps.permutation_test(
+                (a, b), u, permutation_type="independent", vectorized=True, n_resamples=n_perm,
+                alternative="two-sided", random_state=seed).pvalue)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def split_summaries(paths, archs=None, lrs=None, acc: str = "final_acc"):
+    """The per-run statistics of the runs of several summaries (sweeps), each run once (a run copied into
+    another sweep has the same run id), kept to ``archs`` and ``lrs`` where given; and the task's chance level
+    (one task: a split across tasks compares tasks)."""
+    from eigsweep.figures import selection
+
+    parts, seen, chance, tasks = [], set(), None, set()
+    for path in paths:
+        with xr.open_dataset(path) as ds:
+            ds = selection.informative_view(ds.load())
+        keep = [i for i, r in enumerate(ds.run_id.values.tolist()) if r not in seen
+                and (not archs or ds.arch.values[i] in archs)
+                and (not lrs or any(math.isclose(float(ds.lr.values[i]), lr, rel_tol=1e-6) for lr in lrs))]
+        if not keep:
+            continue
+        ds = ds.isel(run=keep)
+        seen.update(ds.run_id.values.tolist())
+        tasks.update(ds.task.values.tolist())
+        chance = selection.task_chance(ds, str(ds.task.values[0]))
+        parts.append(run_statistics(ds, acc=acc).drop_vars([v for v in ("status",)]))
+    if len(tasks) > 1:
+        raise ValueError(f"runs of several tasks ({', '.join(sorted(tasks))}): split one task at a time")
+    if not parts:
+        raise ValueError("no run matches the architectures and learning rates asked for")
+    return xr.concat(parts, "run", coords="minimal", compat="override"), chance
+
+
+def main(argv=None) -> None:
+    """python -m eigsweep.stats split SUMMARY... [--arch A ...] [--lr LR ...]: the runs that learned against the
+    runs at chance, per spectral statistic (outcome_split), over the runs of those summaries."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m eigsweep.stats", description=main.__doc__.splitlines()[0])
+    p.add_argument("command", choices=["split"])
+    p.add_argument("summaries", nargs="+", help="summary.nc files (results/<sweep>/summary.nc)")
+    p.add_argument("--arch", nargs="*", help="architectures to keep (several: a family, pooled)")
+    p.add_argument("--lr", nargs="*", type=float, help="learning rates to keep")
+    p.add_argument("--accuracy", choices=["final", "best"], default="final")
+    args = p.parse_args(argv)
+    runstats, chance = split_summaries(args.summaries, args.arch, args.lr, f"{args.accuracy}_acc")
+    archs = sorted(set(runstats.arch.values.tolist()))
+    print(f"{runstats.sizes['run']} runs ({', '.join(archs)}{': pooled, a family' if len(archs) > 1 else ''}); "
+          f"learned: {args.accuracy} test accuracy at least 1% of the way from chance ({chance:.6f}) to 1")
+    for r, a in zip(runstats.run.values.tolist(), runstats.accuracy.values):
+        print(f"  {r}  {a:.4f}")
+    print(outcome_split(runstats, chance).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+
+
 ACCURACY_COLUMNS = ("status", "steps_done", "final_val_acc", "final_acc", "best_val_acc", "best_acc")
 
 
@@ -513,3 +597,7 @@ def pooled_share(ds: xr.Dataset, var: str = "bin_fraction", kind: str = "std") -
     _, half = mean_interval(per_run.transpose("run", ...).values, axis=0, kind=kind)
     return mean, xr.DataArray(half, dims=[d for d in per_run.transpose("run", ...).dims if d != "run"],
                               coords={d: per_run[d] for d in per_run.dims if d != "run" and d in per_run.coords})
+
+
+if __name__ == "__main__":
+    main()
