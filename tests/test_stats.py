@@ -205,7 +205,8 @@ def test_statistics_tables_collapse_duplicates(tmp_path):
     assert arch.rho["softmax"] == pytest.approx(1.0)
     paths = stats.write_tables(ds, tmp_path, {"n_boot": 100, "n_perm": 100})
     assert [p.name for p in paths] == ["correlations.csv", "correlations_by_arch.csv", "correlations.nc",
-                                       "accuracy.csv", "correlations_learned.csv", "correlations_by_arch_learned.csv"]
+                                       "accuracy.csv", "correlations_learned.csv", "correlations_by_arch_learned.csv",
+                                       "outcome_split_by_arch.csv"]
     assert (tmp_path / "correlations.csv").read_text().count("\nt,") == 4
     assert len((tmp_path / "accuracy.csv").read_text().splitlines()) == 1 + 9 + 3      # duplicates kept
 
@@ -319,6 +320,10 @@ def test_outcome_split_counts_ranges_and_an_exact_permutation_p():
     tied = stats.outcome_split(_runstats([100, 100, 90, 100], [0.9, 0.9, 0.5, 0.5], "aaaa"), 0.5)
     tied = tied.set_index("statistic").loc["mass_near_1"]
     assert tied.U == 3 and tied.p_permutation == pytest.approx(1.0)
+    # an infinite median horizon (half the λ at |λ| ≥ 1) ranks above every finite one; NaN (diverged) is left out
+    inf = _runstats([np.inf, np.inf, 10, 20, np.nan], [0.9, 0.9, 0.5, 0.5, 0.5], "aaaaa")
+    inf = stats.outcome_split(inf, 0.5).set_index("statistic").loc["median_horizon"]
+    assert (inf.n_learned, inf.n_chance, inf.learned_max, inf.U) == (2, 2, np.inf, 4)
     # one group empty, or a constant statistic: no test
     none = stats.outcome_split(_runstats([1, 2, 3], [0.9, 0.9, 0.9], "aaa"), 0.5).set_index("statistic")
     assert none.n_chance["mass_near_1"] == 0 and np.isnan(none.p_permutation["mass_near_1"])
@@ -347,3 +352,22 @@ def test_split_summaries_keeps_each_run_once_and_the_asked_architectures_and_lrs
     stats.main(["split", str(tmp_path / "a.nc"), str(tmp_path / "b.nc"), "--arch", "softmax", "norm", "--lr", "1e-3"])
     out = capsys.readouterr().out
     assert out.startswith("3 runs (norm, softmax: pooled, a family)") and "mass_near_0" in out
+
+
+def test_outcome_split_by_arch_never_pools_architectures():
+    from figure_data import run, summary
+
+    # chance 0.5. softmax: 2 learned runs with less mass near 0 than its 2 at chance; linear: the opposite
+    runs = [run("softmax", seed=s, acc=0.9, near0=0.1 * s) for s in range(2)]
+    runs += [run("softmax", seed=2 + s, acc=0.5, near0=0.5 + 0.1 * s) for s in range(2)]
+    runs += [run("linear", seed=s, acc=0.9, near0=0.5 + 0.1 * s) for s in range(2)]
+    runs += [run("linear", seed=2 + s, acc=0.5, near0=0.1 * s) for s in range(2)]
+    runs += [run("norm", seed=s, acc=0.9, near0=0.1 * s) for s in range(3)]          # nothing at chance
+    ds = summary(runs)
+    runstats = stats.run_statistics(ds)
+    table = stats.outcome_split_by_arch(runstats, ds, {"n_perm": 100})
+    near0 = table[table.statistic == "mass_near_0"].set_index("arch")
+    assert near0.U["softmax"] == 0 and near0.U["linear"] == 4 and np.isnan(near0.U["norm"])   # each on its own
+    assert near0.p_permutation["softmax"] == pytest.approx(2 / 6)          # 2 of the C(4, 2) = 6 splits
+    assert (near0.n_learned["norm"], near0.n_chance["norm"]) == (3, 0) and np.isnan(near0.p_permutation["norm"])
+    assert set(table.task) == {"t"} and len(table) == 3 * len(stats.STATISTICS)

@@ -442,21 +442,43 @@ def outcome_split(runstats: xr.Dataset, chance: float | None, n_perm: int = 100_
     rows = []
     for name in STATISTICS:
         v = runstats[name].values.astype(float)
-        a, b = v[won & np.isfinite(v)], v[~won & np.isfinite(v)]
+        a, b = v[won & ~np.isnan(v)], v[~won & ~np.isnan(v)]          # an infinite horizon is a value, NaN not
         row = dict(statistic=name, n_learned=len(a), n_chance=len(b),
                    learned_min=np.min(a, initial=np.inf) if len(a) else np.nan,
                    learned_max=np.max(a, initial=-np.inf) if len(a) else np.nan,
                    chance_min=np.min(b, initial=np.inf) if len(b) else np.nan,
                    chance_max=np.max(b, initial=-np.inf) if len(b) else np.nan, U=np.nan, p_permutation=np.nan)
-        if len(a) and len(b) and np.ptp(np.r_[a, b]) > 0:
+        varies = len(np.unique(np.r_[a, b])) > 1
+        if len(a) and len(b) and varies:
             row["U"] = float(sps.mannwhitneyu(a, b).statistic)
-        if len(a) > 1 and len(b) > 1 and np.ptp(np.r_[a, b]) > 0:     # one run alone: no permutation test
+        if len(a) > 1 and len(b) > 1 and varies:                        # one run alone: no permutation test
             u = lambda x, y, axis=-1: sps.mannwhitneyu(x, y, axis=axis).statistic   # noqa: E731
             row["p_permutation"] = float(sps.permutation_test(
                 (a, b), u, permutation_type="independent", vectorized=True, n_resamples=n_perm,
                 alternative="two-sided", random_state=seed).pvalue)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def outcome_split_by_arch(runstats: xr.Dataset, ds: xr.Dataset, options: dict | None = None):
+    """outcome_split per task and architecture (never pooled across architectures): within each architecture,
+    do its runs that learned differ in spectrum from its runs at chance? Rows for every statistic of every
+    (task, arch); the test is empty (NaN) where one side has fewer than two runs."""
+    import pandas as pd
+
+    from eigsweep.figures import selection
+
+    n_perm = _resamples(dict(options or {}))["n_perm"]
+    parts = []
+    for task in dict.fromkeys(runstats.task.values.tolist()):
+        for arch in dict.fromkeys(runstats.arch.values[runstats.task.values == task].tolist()):
+            idx = np.flatnonzero((runstats.task.values == task) & (runstats.arch.values == arch))
+            part = outcome_split(runstats.isel(run=idx), selection.task_chance(ds, task), n_perm=n_perm)
+            part.insert(0, "arch", arch)
+            part.insert(0, "task", task)
+            parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["task", "arch", *outcome_split(runstats.isel(run=[]), None).columns])
 
 
 def split_summaries(paths, archs=None, lrs=None, acc: str = "final_acc"):
@@ -539,9 +561,10 @@ def _write_csv_atomic(frame, path: Path) -> None:
 
 
 def write_tables(ds: xr.Dataset, outdir: str | Path, options: dict | None = None) -> list[Path]:
-    """results/<sweep>/correlations.csv, correlations_by_arch.csv, correlations.nc, accuracy.csv (accuracy_table)
-    and the correlations over the runs that learned (learned_correlations: correlations_learned.csv,
-    correlations_by_arch_learned.csv), written atomically."""
+    """results/<sweep>/correlations.csv, correlations_by_arch.csv, correlations.nc, accuracy.csv (accuracy_table),
+    the correlations over the runs that learned (learned_correlations: correlations_learned.csv,
+    correlations_by_arch_learned.csv) and, per architecture, the runs that learned against those at chance
+    (outcome_split_by_arch.csv), written atomically."""
     from eigsweep.figures.catalog import STATISTICS_TABLES     # the names, declared once (the Snakefile's outputs)
     from eigsweep.results import write_atomic
 
@@ -550,7 +573,8 @@ def write_tables(ds: xr.Dataset, outdir: str | Path, options: dict | None = None
     runstats, table, by_arch = statistics_tables(ds, options)
     learned_table, learned_by_arch = learned_correlations(runstats, ds, options)
     csvs = {"correlations.csv": table, "correlations_by_arch.csv": by_arch, "accuracy.csv": accuracy_table(ds, options),
-            "correlations_learned.csv": learned_table, "correlations_by_arch_learned.csv": learned_by_arch}
+            "correlations_learned.csv": learned_table, "correlations_by_arch_learned.csv": learned_by_arch,
+            "outcome_split_by_arch.csv": outcome_split_by_arch(runstats, ds, options)}
     for name in STATISTICS_TABLES:
         if name == "correlations.nc":
             write_atomic(correlations_dataset(table, by_arch, runstats), outdir / name)

@@ -31,7 +31,7 @@ FIGURES: tuple[str, ...] = tuple(n for names in FAMILIES.values() for n in names
 # run's accuracies with the lr the figures chose (stats.accuracy_table), and the two correlation tables again
 # over the runs that learned something (stats.learned_correlations)
 STATISTICS_TABLES = ("correlations.csv", "correlations_by_arch.csv", "correlations.nc", "accuracy.csv",
-                     "correlations_learned.csv", "correlations_by_arch_learned.csv")
+                     "correlations_learned.csv", "correlations_by_arch_learned.csv", "outcome_split_by_arch.csv")
 # the code a figure depends on: changed code redraws (a parameter of every figure and statistics rule)
 _CODE = ("figures", "stats.py")
 
