@@ -444,10 +444,9 @@ def outcome_split(runstats: xr.Dataset, chance: float | None, n_perm: int = 100_
         v = runstats[name].values.astype(float)
         a, b = v[won & ~np.isnan(v)], v[~won & ~np.isnan(v)]          # an infinite horizon is a value, NaN not
         row = dict(statistic=name, n_learned=len(a), n_chance=len(b),
-                   learned_min=np.min(a, initial=np.inf) if len(a) else np.nan,
-                   learned_max=np.max(a, initial=-np.inf) if len(a) else np.nan,
-                   chance_min=np.min(b, initial=np.inf) if len(b) else np.nan,
-                   chance_max=np.max(b, initial=-np.inf) if len(b) else np.nan, U=np.nan, p_permutation=np.nan)
+                   learned_min=a.min() if len(a) else np.nan, learned_max=a.max() if len(a) else np.nan,
+                   chance_min=b.min() if len(b) else np.nan, chance_max=b.max() if len(b) else np.nan,
+                   U=np.nan, p_permutation=np.nan)
         varies = len(np.unique(np.r_[a, b])) > 1
         if len(a) and len(b) and varies:
             row["U"] = float(sps.mannwhitneyu(a, b).statistic)
@@ -500,7 +499,7 @@ def split_summaries(paths, archs=None, lrs=None, acc: str = "final_acc"):
         seen.update(ds.run_id.values.tolist())
         tasks.update(ds.task.values.tolist())
         chance = selection.task_chance(ds, str(ds.task.values[0]))
-        parts.append(run_statistics(ds, acc=acc).drop_vars([v for v in ("status",)]))
+        parts.append(run_statistics(ds, acc=acc).drop_vars("status"))
     if len(tasks) > 1:
         raise ValueError(f"runs of several tasks ({', '.join(sorted(tasks))}): split one task at a time")
     if not parts:
