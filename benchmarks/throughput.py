@@ -9,7 +9,8 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
   per step, logits at every position, the loss read every step, float32/TF32, unfused AdamW);
 - "solo": eigsweep.train.Trainer.train_step (see train.py);
 - "pack N": eigsweep.pack.Pack.train_step with N members (seeds), until memory ends;
-- "compiled" (models in --compile): the largest pack and the solo path with torch.compile (loss and update);
+- "compiled" (models in --compile): the largest pack (or those of --variant-packs) and the solo path with
+  torch.compile (loss and update);
   "bf16 mixer" (models in --bf16): the mixer under bf16 autocast too (model.BF16_MIXERS), eager and compiled;
   "compiled, F.cross_entropy" (--loss-forms): compiled with F.cross_entropy as the loss instead of the one-hot
   form torch.compile otherwise gets (eigsweep.train.loss_fn), the reference for that form in the same run.
@@ -185,6 +186,8 @@ def main():
                    help="models whose solo path and largest pack are also timed with torch.compile")
     p.add_argument("--bf16", nargs="*", default=[], help="models whose solo path and largest pack are also timed "
                    "with the mixer under bf16 autocast (added to model.BF16_MIXERS), eager and compiled")
+    p.add_argument("--variant-packs", nargs="*", type=int, default=None, help="pack sizes (of --packs that fit) "
+                   "that the compiled/bf16 variants are timed at (default: the largest that fit)")
     p.add_argument("--no-solo-variants", action="store_true", help="time the compiled/fp32 variants on the "
                    "largest pack only")
     p.add_argument("--loss-forms", action="store_true", help="the compiled variants also with F.cross_entropy as "
@@ -238,12 +241,12 @@ def main():
         row("solo", 1 / time_steps(trainer.train_step, device, 5, args.repeat))
         del trainer
         free(device)
-        largest = None
+        fitted = []
         for n in args.packs:
             try:
                 pack = Pack([make_spec(args, arch, seed=s, lr=1e-3 * (1 + s % 4)) for s in range(n)], ["-"] * n)
                 row(f"pack {n}", n / time_steps(pack.train_step, device, 3, args.repeat))
-                largest = n
+                fitted.append(n)
             except torch.cuda.OutOfMemoryError:
                 print(f"| {arch} | pack {n} | out of memory | | | |", flush=True)
                 break
@@ -257,7 +260,8 @@ def main():
             variants += [("bf16 mixer", False, True, True)] + ([("bf16 mixer, compiled", True, True, True)]
                                                                 if arch in args.compile else [])
         for label, comp, bf16, one_hot in variants:
-            for n in ([largest] if largest else []) + ([] if args.no_solo_variants else [1]):
+            sizes = fitted[-1:] if args.variant_packs is None else [n for n in args.variant_packs if n in fitted]
+            for n in sizes + ([] if args.no_solo_variants else [1]):
                 path = f"solo, {label}" if n == 1 else f"pack {n}, {label}"
                 try:
                     with bf16_mixer(arch if bf16 else None):

@@ -226,8 +226,9 @@ def test_a_pack_compiled_after_another_in_one_process_trains_as_eager():
     """Several packs in one process (a sweep, a benchmark) compile the same methods again for other models;
     with Dynamo's automatic dynamic shapes the second compile failed under vmap ("RuntimeError when making fake
     tensor call": symbolic sizes of batched tensors; softmax then GLA, DeltaNet, RetNet or S4), so packs
-    compile with static shapes."""
-    for arch in ("softmax", "gla"):
+    compile with static shapes. DeltaNet and Mamba-2 also trace their compiled-only forms (the blocked inverse,
+    the carried state's recurrence, the shifted convolution products)."""
+    for arch in ("softmax", "gla", "deltanet", "mamba2"):
         specs = grid(arch, steps=3)
         losses, evals = [], []
         for compile in (True, False):

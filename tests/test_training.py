@@ -198,7 +198,8 @@ def test_logits_at_labelled_positions_give_the_same_loss_and_accuracy():
 
 def test_the_compiled_form_of_the_loss_is_the_cross_entropy_with_its_gradient(monkeypatch):
     """loss_fn's torch.compile form (a one-hot comparison, not a gather) against F.cross_entropy in float64:
-    the same value and gradient, with ignored targets, in bf16 (upcast as the eager form), under vmap (packs)."""
+    the same value and gradient, with ignored targets, in bf16 (upcast as the eager form; the gradient in bf16,
+    bit for bit), under vmap (packs) and compiled."""
     from torch.func import vmap
 
     torch.manual_seed(0)
@@ -213,8 +214,11 @@ def test_the_compiled_form_of_the_loss_is_the_cross_entropy_with_its_gradient(mo
     torch.testing.assert_close(form, eager, rtol=1e-14, atol=0)
     torch.testing.assert_close(g_form, g_eager, rtol=1e-13, atol=1e-16)
     assert torch.isnan(train_mod.loss_fn(logits[0], torch.full((7,), -100)))       # nothing labelled: NaN, as torch
-    half = logits.detach()[0].to(torch.bfloat16)
+    half = logits.detach()[0].to(torch.bfloat16).requires_grad_()
     assert train_mod.loss_fn(half, y[0]).dtype == torch.float32
+    (g_half,) = torch.autograd.grad(train_mod.loss_fn(half, y[0]), half)   # in the logits' dtype, from float32
+    (g_ref,) = torch.autograd.grad(F.cross_entropy(half.float(), y[0], ignore_index=-100), half)
+    assert g_half.dtype == torch.bfloat16 and torch.equal(g_half, g_ref)
     monkeypatch.undo()
     torch.testing.assert_close(train_mod.loss_fn(half, y[0]), F.cross_entropy(half.float(), y[0], ignore_index=-100),
                                rtol=1e-6, atol=0)

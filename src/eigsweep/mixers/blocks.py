@@ -56,7 +56,10 @@ class ShortConv(nn.Module):
         self.conv = nn.Conv1d(channels, channels, kernel, groups=channels, padding=kernel - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.depthwise(x) if x.is_cuda else self.shifted(x)
+        # eager on CUDA: one grouped convolution; under torch.compile the K products, which Inductor fuses into
+        # one pass forward and one backward (PyTorch's depthwise kernels were 19% of a compiled Mamba-2 pack's
+        # step on an H200, benchmarks/README.md)
+        y = self.depthwise(x) if x.is_cuda and not torch.compiler.is_compiling() else self.shifted(x)
         return F.silu(y) if self.activation else y
 
     def shifted(self, x: torch.Tensor) -> torch.Tensor:

@@ -179,7 +179,17 @@ def ssd_chunked(X, log_lam, Bm, Cm, chunk):
     to_end = torch.exp(a_cum[..., -1:] - a_cum)                        # (b, H, n, T)
     states = (Bm * to_end[..., None]).transpose(-1, -2) @ X             # (b, H, n, N, P)
     # carry states across chunks: state entering chunk c = Σ_{c'<c} decay(c'→c) states_{c'}
-    carry = torch.exp(segsum(F.pad(a_cum[..., -1], (1, 0))))[..., :-1, 1:]   # (b, H, n, n)
-    entering = torch.einsum("bhzc,bhcnp->bhznp", carry, states)        # (b, H, n, N, P)
+    if torch.compiler.is_compiling():
+        # as its recurrence, entering_{c+1} = exp(A_c) entering_c + states_c: element-wise steps that Inductor
+        # fuses; the n × n matmul below ran on an H200 as float32 GEMV kernels over (N, P) columns, likely the
+        # 8.6% of a compiled Mamba-2 pack's step that those kernels took (benchmarks/README.md)
+        decay = torch.exp(a_cum[..., -1])[..., None, None]              # (b, H, n, 1, 1)
+        entering = [torch.zeros_like(states[:, :, 0])]
+        for decay_c, states_c in zip(decay.unbind(2)[:-1], states.unbind(2)[:-1]):
+            entering.append(decay_c * entering[-1] + states_c)
+        entering = torch.stack(entering, dim=2)                          # (b, H, n, N, P)
+    else:
+        carry = torch.exp(segsum(F.pad(a_cum[..., -1], (1, 0))))[..., :-1, 1:]   # (b, H, n, n)
+        entering = torch.einsum("bhzc,bhcnp->bhznp", carry, states)    # (b, H, n, N, P)
     y = y + (Cm * torch.exp(a_cum)[..., None]) @ entering                # (b, H, n, T, P)
     return y.permute(0, 2, 3, 1, 4).reshape(b, n * T, H, P)[:, :L]
