@@ -160,17 +160,18 @@ def chunked_delta_rule(q, k, v, beta, log_alpha, chunk=64):
     causal = causal_mask(T, q.device)
     diff = g[..., :, None] - g[..., None, :]                                       # log γ_t/γ_j
     Gam = torch.exp(diff.masked_fill(~causal, float("-inf")))                      # (B, H, n, T, T)
-    A = (beta[..., None] * (k @ k.transpose(-1, -2)) * Gam).masked_fill(~strict, 0)
+    KK, QK = (torch.cat([k, q], dim=-2) @ k.transpose(-1, -2)).split(T, dim=-2)     # kkᵀ, qkᵀ: one matmul
+    A = (beta[..., None] * KK * Gam).masked_fill(~strict, 0)
     eye = torch.eye(T, dtype=q.dtype, device=q.device)
     rhs = torch.cat([beta[..., None] * v, (beta * torch.exp(g))[..., None] * k], dim=-1)
-    sol = unit_lower_solve(eye + A, rhs)
-    U_v, W = sol[..., :P], sol[..., P:]                                            # U = U_v − W S_0
-    attn = (q @ k.transpose(-1, -2)) * Gam                                         # masked by Gam
+    sol = unit_lower_solve(eye + A, rhs)                                           # [U_v | W]: U = U_v − W S_0
+    attn = QK * Gam                                                                # masked by Gam
     q_dec = q * torch.exp(g)[..., None]
     k_dec_t = (k * torch.exp(g[..., -1:] - g)[..., None]).transpose(-1, -2)       # (B, H, n, N, T)
     gamma_end = torch.exp(g[..., -1])[..., None, None]                             # (B, H, n, 1, 1)
-    trans = gamma_end * torch.eye(N, dtype=q.dtype, device=q.device) - k_dec_t @ W  # (B, H, n, N, N)
-    inject = k_dec_t @ U_v                                                         # (B, H, n, N, P)
+    inject, KW = (k_dec_t @ sol).split([P, N], dim=-1)                             # K_decᵀU_v, K_decᵀW
+    trans = gamma_end * torch.eye(N, dtype=q.dtype, device=q.device) - KW          # (B, H, n, N, N)
+    attn_U_v, attn_W = (attn @ sol).split([P, N], dim=-1)
     # the states entering each chunk: S_0 = 0, S_{c+1} = trans_c S_c + inject_c (one matmul per chunk;
     # unbind, not index: the backward then stacks the chunks' gradients once)
     states, S = [q.new_zeros(B, H, N, P)], None
@@ -178,5 +179,5 @@ def chunked_delta_rule(q, k, v, beta, log_alpha, chunk=64):
         S = inject_c if S is None else trans_c @ S + inject_c
         states.append(S)
     S_in = torch.stack(states, dim=2)                                              # (B, H, n, N, P)
-    out = (q_dec - attn @ W) @ S_in + attn @ U_v
+    out = (q_dec - attn_W) @ S_in + attn_U_v
     return out.reshape(B, H, n * T, P)[:, :, :L]
