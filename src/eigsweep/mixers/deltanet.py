@@ -131,10 +131,14 @@ def small_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def unit_lower_solve(M: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """M^{-1} rhs for unit lower-triangular M (…, T, T): one triangular solve eagerly (fewest launches), the
-    blocked inverse under torch.compile when T is a power of 2 (the same values; tests/test_model.py)."""
+    blocked inverse under torch.compile when T is a power of 2 (the same values; tests/test_model.py), in at
+    least float32 and outside autocast: its matmuls build on each other level by level, which bf16 would not
+    survive (a mixer under bf16 autocast, benchmarks/throughput.py --bf16)."""
     T = M.shape[-1]
     if torch.compiler.is_compiling() and T & (T - 1) == 0:
-        return unit_lower_inverse(M) @ rhs
+        dtype = torch.promote_types(M.dtype, torch.float32)
+        with torch.autocast(M.device.type, enabled=False):
+            return unit_lower_inverse(M.to(dtype)) @ rhs.to(dtype)
     return torch.linalg.solve_triangular(M, rhs, upper=False, unitriangular=True)
 
 
