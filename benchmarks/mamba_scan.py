@@ -135,7 +135,7 @@ def main():
     print("| scan | state | forward ms | forward + backward ms | peak GiB |")
     print("|---|---:|---:|---:|---:|")
     for N in args.states:
-        for label, scan in (("torch", sst.selective_scan_ref), ("fused Triton", sst._FusedScan.apply)):
+        for label, scan in (("torch", sst.selective_scan_ref), ("fused Triton", sst.fused_scan)):
             fwd_ms, _ = scan_alone(scan, B, L, D, N, args.repeat, backward=False)
             ms, peak = scan_alone(scan, B, L, D, N, args.repeat)
             print(f"| {label} | {N} | {fwd_ms:.2f} | {ms:.2f} | {peak:.2f} |", flush=True)
@@ -154,8 +154,8 @@ def sweep(B, L, D, states, repeat):
                                ("bwd", [(8, 32), (8, 16), (16, 32), (4, 16), (16, 64)])):
             for shape in shapes:
                 sst.SHAPE = dict(default, **{kernel: shape})
-                fwd_ms, _ = scan_alone(sst._FusedScan.apply, B, L, D, N, repeat, backward=False)
-                ms, _ = scan_alone(sst._FusedScan.apply, B, L, D, N, repeat)
+                fwd_ms, _ = scan_alone(sst.fused_scan, B, L, D, N, repeat, backward=False)
+                ms, _ = scan_alone(sst.fused_scan, B, L, D, N, repeat)
                 warps = sst._launch_shape(kernel, N)[2]
                 print(f"| {N} | {kernel} | {shape[0]} | {warps} | {fwd_ms:.2f} | {ms:.2f} |", flush=True)
     sst.SHAPE = default
@@ -166,8 +166,8 @@ def sweep(B, L, D, states, repeat):
     chunk = sst.CHUNK
     for N in states:
         for sst.CHUNK in (2, 4, 8, 16, 32):
-            fwd_ms, _ = scan_alone(sst._FusedScan.apply, B, L, D, N, repeat, backward=False)
-            ms, peak = scan_alone(sst._FusedScan.apply, B, L, D, N, repeat)
+            fwd_ms, _ = scan_alone(sst.fused_scan, B, L, D, N, repeat, backward=False)
+            ms, peak = scan_alone(sst.fused_scan, B, L, D, N, repeat)
             print(f"| {N} | {sst.CHUNK} | {fwd_ms:.2f} | {ms:.2f} | {peak:.2f} |", flush=True)
     sst.CHUNK = chunk
 

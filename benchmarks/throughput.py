@@ -12,8 +12,9 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
 - "compiled" (models in --compile): the largest pack (or those of --variant-packs) and the solo path with
   torch.compile (loss and update);
   "bf16 mixer" (models in --bf16): the mixer under bf16 autocast too (model.BF16_MIXERS), eager and compiled;
-  "compiled, F.cross_entropy" (--loss-forms): compiled with F.cross_entropy as the loss instead of the one-hot
-  form torch.compile otherwise gets (eigsweep.train.loss_fn), the reference for that form in the same run.
+  the loss on CUDA is the fused per-row cross-entropy (eigsweep.cross_entropy) everywhere but in "solo 0041d10";
+  "compiled, one-hot loss" / "compiled, F.cross_entropy" (--loss-forms): compiled with loss_fn's torch form
+  (a one-hot comparison) or with F.cross_entropy instead, the references for the fused loss in the same run.
 MFU: model FLOPs of one step of the new path (counted by torch.utils.flop_counter: forward + backward, logits at
 labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
 ms/step of every registered model on the new solo path, as a ratio to softmax.
@@ -153,14 +154,16 @@ def bf16_mixer(arch: str | None, on: bool = True):
 
 
 @contextlib.contextmanager
-def compiled_loss(one_hot: bool):
-    """Compiled code built and run inside uses loss_fn's one-hot form (``one_hot``) or F.cross_entropy."""
-    saved = train_module.ONE_HOT_LOSS_WHEN_COMPILED
-    train_module.ONE_HOT_LOSS_WHEN_COMPILED = one_hot
+def loss_form(form: str):
+    """Code built and run inside computes the loss as ``form``: "fused" (cross_entropy.ce_rows on CUDA, the
+    default), "one-hot" (loss_fn's torch.compile form) or "F.cross_entropy"."""
+    saved = train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED
+    train_module.FUSED_LOSS_ON_CUDA = form == "fused"
+    train_module.ONE_HOT_LOSS_WHEN_COMPILED = form != "F.cross_entropy"
     try:
         yield
     finally:
-        train_module.ONE_HOT_LOSS_WHEN_COMPILED = saved
+        train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED = saved
 
 
 def free(device):
@@ -190,8 +193,8 @@ def main():
                    "that the compiled/bf16 variants are timed at (default: the largest that fit)")
     p.add_argument("--no-solo-variants", action="store_true", help="time the compiled/fp32 variants on the "
                    "largest pack only")
-    p.add_argument("--loss-forms", action="store_true", help="the compiled variants also with F.cross_entropy as "
-                   "the compiled loss (the reference for loss_fn's one-hot form)")
+    p.add_argument("--loss-forms", action="store_true", help="the compiled variant also with loss_fn's one-hot "
+                   "form and with F.cross_entropy as the loss (the references for the fused cross-entropy)")
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
     p.add_argument("--solo-compiled", action="store_true", help="the first table also times each of --all-models "
                    "solo with torch.compile (a ratio to softmax compiled; EIGSWEEP_COMPILE_MODE applies)")
@@ -253,13 +256,14 @@ def main():
             finally:
                 pack = None
                 free(device)
-        variants = [("compiled", True, False, True)] if arch in args.compile else []   # label, compile, bf16, one-hot
+        variants = [("compiled", True, False, "fused")] if arch in args.compile else []   # label, compile, bf16, loss
         if arch in args.compile and args.loss_forms:
-            variants += [("compiled, F.cross_entropy", True, False, False)]
+            variants += [("compiled, one-hot loss", True, False, "one-hot"),
+                         ("compiled, F.cross_entropy", True, False, "F.cross_entropy")]
         if arch in args.bf16:
-            variants += [("bf16 mixer", False, True, True)] + ([("bf16 mixer, compiled", True, True, True)]
-                                                                if arch in args.compile else [])
-        for label, comp, bf16, one_hot in variants:
+            variants += [("bf16 mixer", False, True, "fused")] + ([("bf16 mixer, compiled", True, True, "fused")]
+                                                                   if arch in args.compile else [])
+        for label, comp, bf16, loss in variants:
             sizes = fitted[-1:] if args.variant_packs is None else [n for n in args.variant_packs if n in fitted]
             for n in sizes + ([] if args.no_solo_variants else [1]):
                 path = f"solo, {label}" if n == 1 else f"pack {n}, {label}"
@@ -270,7 +274,7 @@ def main():
                         else:
                             runner = Pack([make_spec(args, arch, seed=s, lr=1e-3 * (1 + s % 4)) for s in range(n)],
                                           ["-"] * n, compile=comp)
-                    with compiled_loss(one_hot):    # compiled at the first timed call
+                    with loss_form(loss):    # compiled at the first timed call
                         row(path, n / time_steps(runner.train_step, device, 5, args.repeat))
                 except Exception as e:  # noqa: BLE001  compile support varies; report, go on
                     print(f"| {arch} | {path} | failed: {type(e).__name__}: {str(e)[:80]} | | | |", flush=True)

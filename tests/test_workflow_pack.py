@@ -149,14 +149,14 @@ def test_slurm_job_of_a_pack_checkpoints_the_whole_pack_and_resumes_it_exactly(t
     outs, ckpt = [str(tmp_path / f"{s.run_id}.nc") for s in specs], tmp_path / "pack.pt"
     job = handler.job = TrainJob([s.to_json() for s in specs], outs, str(ckpt), str(tmp_path / "pack.log"),
                                  name="softmax-mqar_tiny-pack0")
-    real, n = pack_mod.loss_fn, {"calls": 0}
+    real, n = pack_mod.head_loss, {"calls": 0}
 
-    def loss(logits, y):   # one vmapped call per step: the signal arrives during step 6
+    def loss(h, weight, bias, y):   # one vmapped call per step: the signal arrives during step 6
         n["calls"] += 1
         if n["calls"] == 6:
             os.kill(os.getpid(), signal.SIGUSR2)
-        return real(logits, y)
-    monkeypatch.setattr(pack_mod, "loss_fn", loss)
+        return real(h, weight, bias, y)
+    monkeypatch.setattr(pack_mod, "head_loss", loss)
     with pytest.raises(SystemExit):
         job()
     assert len(calls) == 1 and calls[0]["frame"] is None   # called at the step boundary, not mid-step

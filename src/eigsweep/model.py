@@ -85,15 +85,18 @@ class SequenceModel(nn.Module):
             h = h + self.pos(torch.arange(x.shape[1], device=x.device))
         return h
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None, head: bool = True) -> torch.Tensor:
+        """Logits; with head=False the head's input instead (train.head_loss applies the head itself)."""
         h = self.embed_tokens(x)
         for block in self.blocks:
             h = block(h)
         if self.target == "sequence":
-            return self.head(self.pool(self.norm(h), x))
-        if positions is not None:   # the norm is per position: gathering first gives the same values
-            h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))
-        return self.head(self.norm(h))
+            h = self.pool(self.norm(h), x)
+        else:
+            if positions is not None:   # the norm is per position: gathering first gives the same values
+                h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))
+            h = self.norm(h)
+        return self.head(h) if head else h
 
     def pool(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Mean over, or last of, the non-padding positions (inputs are right-padded with pad_id)."""

@@ -30,7 +30,7 @@ from eigsweep.jobs import load_checkpoint_or_none, save_checkpoint
 from eigsweep.packs import pack_key
 from eigsweep.results import build_result, write_atomic
 from eigsweep.train import (BatchOrder, Preempted, TaskTensors, autocast, compile_requested, compiled,
-                            eval_result, eval_sums, loss_fn, lr_factor, nan_like, new_curve, new_model,
+                            eval_result, eval_sums, head_loss, lr_factor, nan_like, new_curve, new_model,
                             no_decay_names, record_eval, setup_device, train_run)
 
 log = logging.getLogger("eigsweep.pack")
@@ -150,11 +150,12 @@ class Pack:
             self.load_checkpoint()
 
     # -- the batched computation ----------------------------------------------------------------
-    def forward(self, params, buffers, x, positions):
-        return functional_call(self.base, (dict(zip(self.names, params)), buffers), (x, positions))
+    def forward(self, params, buffers, x, positions, head=True):
+        return functional_call(self.base, (dict(zip(self.names, params)), buffers), (x, positions, head))
 
     def member_loss(self, params, buffers, x, positions, y):
-        return loss_fn(self.forward(params, buffers, x, positions), y)
+        p = dict(zip(self.names, params))
+        return head_loss(self.forward(params, buffers, x, positions, head=False), p["head.weight"], p["head.bias"], y)
 
     def batch_loss(self, x, positions, y):
         in_dims = (0, 0, 0, None if positions is None else 0, 0)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from eigsweep import registry, spectrum
+from eigsweep import cross_entropy, registry, spectrum
 from eigsweep.config import RunSpec
 from eigsweep.jobs import load_checkpoint_or_none, save_checkpoint
 from eigsweep.model import build_model
@@ -146,6 +146,19 @@ def flat_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 ONE_HOT_LOSS_WHEN_COMPILED = True   # loss_fn's compiled form (False: F.cross_entropy there too; for benchmarks)
+FUSED_LOSS_ON_CUDA = True           # head_loss by the fused cross_entropy.ce_rows on CUDA (False: for benchmarks)
+
+
+def head_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """loss_fn of the head's logits F.linear(h, weight, bias) (h: the model's output with head=False). On CUDA
+    with Triton the logits are never formed: the fused per-row op (cross_entropy.ce_rows) takes the matmul
+    h·weightᵀ and the bias, one pass forward and one backward."""
+    if not (FUSED_LOSS_ON_CUDA and cross_entropy.runs_fused(h)):
+        return loss_fn(F.linear(h, weight, bias), y)
+    z = F.linear(h, weight)
+    y = y.reshape(-1)
+    nll, _ = cross_entropy.ce_rows(z.reshape(-1, z.shape[-1]), bias, y)
+    return nll.sum() / (y != -100).sum()         # all ignored: 0/0 = NaN, as F.cross_entropy
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -326,7 +339,7 @@ class Trainer:
 
     def batch_loss(self, x, positions, y):
         with autocast(self.device):
-            return loss_fn(self.model(x, positions), y)
+            return head_loss(self.model(x, positions, head=False), self.model.head.weight, self.model.head.bias, y)
 
     def train_step(self) -> None:
         """One optimisation step, queued on the device (nothing here waits for it)."""
