@@ -164,32 +164,39 @@ def ssd_chunked(X, log_lam, Bm, Cm, chunk):
     """Chunked scan of h_i = exp(log_lam_i) h_{i-1} + B_i X_iᵀ, y_i = C_iᵀ h_i (Mamba-2's SSD).
 
     X (b, L, H, P), log_lam (b, L, H), Bm and Cm (b, L, N). Returns y (b, L, H, P).
+    B and C are shared by the heads, so the products with the states take the heads side by side, one matmul
+    of (N, H·P) columns a chunk, and each head's decay scales their results: no (b, H, n, T, N) copy of B or C
+    is ever formed (on an H200 those were the bulk of a compiled Mamba-2 pack's memory traffic).
     """
     b, L, H, P = X.shape
+    N = Bm.shape[-1]
     T = min(chunk, L)
     X, log_lam, Bm, Cm = pad_to_chunks(T, 1, X, log_lam, Bm, Cm)
     n = X.shape[1] // T
-    X = X.reshape(b, n, T, H, P).permute(0, 3, 1, 2, 4)               # (b, H, n, T, P)
-    Bm, Cm = Bm.reshape(b, 1, n, T, -1), Cm.reshape(b, 1, n, T, -1)   # (b, 1, n, T, N)
-    a = log_lam.reshape(b, n, T, H).permute(0, 3, 1, 2)               # (b, H, n, T)
-    a_cum = a.cumsum(dim=-1)
-    # inside each chunk: y_i = Σ_{j≤i} (C_i·B_j) exp(a_{j+1}+…+a_i) X_j
-    y = ((Cm @ Bm.transpose(-1, -2)) * torch.exp(segsum(a))) @ X       # (b, H, n, T, P)
-    # state at the end of each chunk from that chunk's inputs alone: Σ_j exp(a_{j+1..T}) B_j X_jᵀ
-    to_end = torch.exp(a_cum[..., -1:] - a_cum)                        # (b, H, n, T)
-    states = (Bm * to_end[..., None]).transpose(-1, -2) @ X             # (b, H, n, N, P)
+    X = X.reshape(b, n, T, H, P)
+    Bm, Cm = Bm.reshape(b, n, T, N), Cm.reshape(b, n, T, N)
+    a_cum = log_lam.reshape(b, n, T, H).cumsum(dim=2)                    # (b, n, T, H)
+    # inside each chunk: y_i = Σ_{j≤i} (C_i·B_j) exp(a_{j+1}+…+a_i) X_j, a T × T matrix per head
+    a = log_lam.reshape(b, n, T, H).permute(0, 3, 1, 2)                 # (b, H, n, T)
+    scores = (Cm @ Bm.transpose(-1, -2))[:, None] * torch.exp(segsum(a))   # (b, H, n, T, T)
+    y = (scores @ X.permute(0, 3, 1, 2, 4)).permute(0, 2, 3, 1, 4)     # (b, n, T, H, P)
+    # state at the end of each chunk from that chunk's inputs alone: Σ_j B_j (exp(a_{j+1..T}) X_j)ᵀ
+    to_end = torch.exp(a_cum[:, :, -1:] - a_cum)[..., None]              # (b, n, T, H, 1)
+    states = (Bm.transpose(-1, -2) @ (to_end * X).reshape(b, n, T, H * P)).view(b, n, N, H, P)
     # carry states across chunks: state entering chunk c = Σ_{c'<c} decay(c'→c) states_{c'}
+    chunk_decay = a_cum[:, :, -1]                                        # (b, n, H)
     if torch.compiler.is_compiling():
         # as its recurrence, entering_{c+1} = exp(A_c) entering_c + states_c: element-wise steps that Inductor
         # fuses; the n × n matmul below ran on an H200 as float32 GEMV kernels over (N, P) columns, likely the
         # 8.6% of a compiled Mamba-2 pack's step that those kernels took (benchmarks/README.md)
-        decay = torch.exp(a_cum[..., -1])[..., None, None]              # (b, H, n, 1, 1)
-        entering = [torch.zeros_like(states[:, :, 0])]
-        for decay_c, states_c in zip(decay.unbind(2)[:-1], states.unbind(2)[:-1]):
+        decay = torch.exp(chunk_decay)[:, :, None, :, None]             # (b, n, 1, H, 1)
+        entering = [torch.zeros_like(states[:, 0])]
+        for decay_c, states_c in zip(decay.unbind(1)[:-1], states.unbind(1)[:-1]):
             entering.append(decay_c * entering[-1] + states_c)
-        entering = torch.stack(entering, dim=2)                          # (b, H, n, N, P)
+        entering = torch.stack(entering, dim=1)                          # (b, n, N, H, P)
     else:
-        carry = torch.exp(segsum(F.pad(a_cum[..., -1], (1, 0))))[..., :-1, 1:]   # (b, H, n, n)
-        entering = torch.einsum("bhzc,bhcnp->bhznp", carry, states)    # (b, H, n, N, P)
-    y = y + (Cm * torch.exp(a_cum)[..., None]) @ entering                # (b, H, n, T, P)
-    return y.permute(0, 2, 3, 1, 4).reshape(b, n * T, H, P)[:, :L]
+        carry = torch.exp(segsum(F.pad(chunk_decay.transpose(1, 2), (1, 0))))[..., :-1, 1:]   # (b, H, n, n)
+        entering = torch.einsum("bhzc,bcnhp->bznhp", carry, states)      # (b, n, N, H, P)
+    # the entering state's output, C_iᵀ S scaled by exp(a_1+…+a_i) per head after the product
+    y = y + (Cm @ entering.reshape(b, n, N, H * P)).view(b, n, T, H, P) * torch.exp(a_cum)[..., None]
+    return y.reshape(b, n * T, H, P)[:, :L]
