@@ -15,23 +15,12 @@ import torch
 
 from eigsweep import cross_entropy as ce
 from eigsweep import train
+from mamba_scan import timed      # median ms of a call on the GPU
 
 FWD = [(4, 2048, 4), (16, 1024, 8), (8, 1024, 4), (2, 4096, 8), (2, 2048, 4), (4, 1024, 4), (4, 4096, 8),
        (8, 2048, 8), (1, 8192, 16)]
 BWD = [(128, 4, 2048, 8), (128, 8, 1024, 8), (64, 4, 1024, 4), (64, 4, 2048, 8), (128, 2, 2048, 4),
        (256, 4, 2048, 8), (128, 4, 1024, 4), (64, 2, 4096, 8)]
-
-
-def timed(fn, repeat):
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeat):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeat
 
 
 def main():
@@ -48,7 +37,7 @@ def main():
     y = torch.randint(0, V, (P, N), device="cuda", generator=gen)
     grad = torch.rand(P, N, device="cuda", generator=gen)
     gbytes = z.numel() * z.element_size() / 1e9
-    copy_ms = timed(lambda: z.clone(), args.repeat)
+    copy_ms = timed(lambda: z.clone(), repeat=args.repeat)
     copy_rate = 2 * gbytes / copy_ms * 1e3
     print(f"# {torch.cuda.get_device_name()} · torch {torch.__version__} · logits {P}×{N}×{V} bf16 ({gbytes:.2f} GB)")
     print(f"# copy of the logits: {copy_ms:.3f} ms, {copy_rate:,.0f} GB/s (read + write)")
@@ -59,8 +48,8 @@ def main():
 
     compiled = torch.compile(torch_loss)
     zl = z.detach().requires_grad_()
-    ref_fwd = timed(lambda: compiled(z, bias), args.repeat)
-    ref_both = timed(lambda: compiled(zl, bias).backward(), args.repeat)
+    ref_fwd = timed(lambda: compiled(z, bias), repeat=args.repeat)
+    ref_both = timed(lambda: compiled(zl, bias).backward(), repeat=args.repeat)
     print(f"# torch's loss, compiled (one-hot form, bias added): forward {ref_fwd:.3f} ms, forward + backward "
           f"{ref_both:.3f} ms")
     print("| kernel | rows a program, (rows a tile,) columns, warps | ms | GB/s | × copy rate |")
@@ -68,12 +57,12 @@ def main():
     nll, lse = ce.fused_rows(z, bias, y)
     for rows, block, warps in FWD:
         ce.FWD_ROWS, ce.FWD_BLOCK, ce.FWD_WARPS = rows, block, warps
-        ms = timed(lambda: ce.fused_rows(z, bias, y), args.repeat)
+        ms = timed(lambda: ce.fused_rows(z, bias, y), repeat=args.repeat)
         print(f"| forward | {rows}, {block}, {warps} | {ms:.3f} | {gbytes / ms * 1e3:,.0f} | "
               f"{gbytes / ms * 1e3 / copy_rate:.2f} |", flush=True)
     for rows, tile, block, warps in BWD:
         ce.BWD_ROWS, ce.BWD_TILE, ce.BWD_BLOCK, ce.BWD_WARPS = rows, tile, block, warps
-        ms = timed(lambda: ce.fused_rows_backward(grad, z, bias, y, lse), args.repeat)
+        ms = timed(lambda: ce.fused_rows_backward(grad, z, bias, y, lse), repeat=args.repeat)
         print(f"| backward | {rows}, {tile}, {block}, {warps} | {ms:.3f} | {2 * gbytes / ms * 1e3:,.0f} | "
               f"{2 * gbytes / ms * 1e3 / copy_rate:.2f} |", flush=True)
 
