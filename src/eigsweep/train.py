@@ -151,8 +151,8 @@ FUSED_LOSS_ON_CUDA = True           # head_loss by the fused cross_entropy.ce_ro
 
 def head_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """loss_fn of the head's logits F.linear(h, weight, bias) (h: the model's output with head=False). On CUDA
-    with Triton the logits are never formed: the fused per-row op (cross_entropy.ce_rows) takes the matmul
-    h·weightᵀ and the bias, one pass forward and one backward."""
+    with Triton, the fused per-row op (cross_entropy.ce_rows) on the matmul h·weightᵀ (bf16 under autocast) and
+    the bias instead: one pass over it forward, one backward; the biased logits are never written."""
     if not (FUSED_LOSS_ON_CUDA and cross_entropy.runs_fused(h)):
         return loss_fn(F.linear(h, weight, bias), y)
     z = F.linear(h, weight)
