@@ -198,7 +198,14 @@ def main():
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
     p.add_argument("--solo-compiled", action="store_true", help="the first table also times each of --all-models "
                    "solo with torch.compile (a ratio to softmax compiled; EIGSWEEP_COMPILE_MODE applies)")
+    p.add_argument("--chunk", nargs="*", default=[], metavar="ARCH=T", help="chunked mixers' chunk sizes for this "
+                   "run (the mixer class's `chunk`, e.g. deltanet=128 gated_deltanet=64): how work is split, not "
+                   "what is computed")
     args = p.parse_args()
+    for item in args.chunk:
+        arch, _, size = item.partition("=")
+        registry.mixer_class(arch).chunk = int(size)
+        print(f"# {arch}: chunk {size}")
     cache_task_data()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
