@@ -22,7 +22,7 @@ import importlib.util
 
 import torch
 
-from eigsweep.mixers.triton_support import FUSED_DTYPES, build_kernels, fused
+from eigsweep.mixers.triton_support import FUSED_DTYPES, build_kernels, fused, next_pow2
 
 IGNORE = -100
 # launch shapes, the fastest of benchmarks/cross_entropy_kernels.py on an H200 (32 × 4096 × 8192 bf16 logits):
@@ -51,11 +51,16 @@ def runs_fused(logits: torch.Tensor) -> bool:
     return logits.is_cuda and logits.dtype in FUSED_DTYPES and TRITON_INSTALLED
 
 
+def _biased_logits(z: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """z (…, N, V) + bias (…, V) in float32 (float64 for float64 z)."""
+    x = z.double() if z.dtype == torch.float64 else z.float()
+    return x + bias.to(x.dtype).unsqueeze(-2)
+
+
 def reference_rows(z: torch.Tensor, bias: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(nll, lse) (…, N) of the logits z (…, N, V) + bias (…, V) in float32 (float64 for float64 z) by torch:
     the op's definition, and its body off CUDA."""
-    x = z.double() if z.dtype == torch.float64 else z.float()
-    x = x + bias.to(x.dtype).unsqueeze(-2)
+    x = _biased_logits(z, bias)
     lse = torch.logsumexp(x, -1)
     valid = y != IGNORE
     target = x.gather(-1, torch.where(valid, y, 0)[..., None])[..., 0]
@@ -64,8 +69,7 @@ def reference_rows(z: torch.Tensor, bias: torch.Tensor, y: torch.Tensor) -> tupl
 
 def reference_rows_backward(grad, z, bias, y, lse) -> tuple[torch.Tensor, torch.Tensor]:
     """(dz, dbias) of Σ grad·nll by torch."""
-    x = z.double() if z.dtype == torch.float64 else z.float()
-    x = x + bias.to(x.dtype).unsqueeze(-2)
+    x = _biased_logits(z, bias)
     d = torch.exp(x - lse[..., None]) - (torch.arange(x.shape[-1], device=x.device) == y[..., None]).to(x.dtype)
     d = torch.where((y != IGNORE)[..., None], d * grad[..., None], 0)
     return d.to(z.dtype), d.sum(-2).to(bias.dtype)
@@ -147,7 +151,7 @@ def fused_rows(z, bias, y) -> tuple[torch.Tensor, torch.Tensor]:
     if y.numel():
         members = y.numel() // n
         _triton().fwd[(_cdiv(n, FWD_ROWS), members)](z, bias, y, nll, lse, v, n, IGNORE, ROWS=FWD_ROWS,
-                                                     BLOCK=min(FWD_BLOCK, _pow2(v)), num_warps=FWD_WARPS)
+                                                     BLOCK=min(FWD_BLOCK, next_pow2(v)), num_warps=FWD_WARPS)
     return nll, lse
 
 
@@ -159,17 +163,13 @@ def fused_rows_backward(grad, z, bias, y, lse) -> tuple[torch.Tensor, torch.Tens
     z, bias, y, grad, lse = (t.contiguous() for t in (z, bias, y, grad, lse))
     members = y.numel() // max(n, 1)
     dz = torch.empty_like(z)
-    row_blocks, block = _cdiv(n, BWD_ROWS), min(BWD_BLOCK, _pow2(v))
+    row_blocks, block = _cdiv(n, BWD_ROWS), min(BWD_BLOCK, next_pow2(v))
     partial = torch.zeros(members, row_blocks, v, dtype=torch.float32, device=z.device)
     if y.numel():
         _triton().bwd[(row_blocks, _cdiv(v, block), members)](
             z, bias, y, lse, grad, dz, partial, v, n, row_blocks, IGNORE, ROWS=BWD_ROWS, TILE=BWD_TILE,
             BLOCK=block, num_warps=BWD_WARPS)
     return dz, partial.sum(1).view(bias.shape).to(bias.dtype)
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
 
 
 def _cdiv(a: int, b: int) -> int:

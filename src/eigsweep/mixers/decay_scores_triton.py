@@ -24,7 +24,7 @@ import types
 
 import torch
 
-from eigsweep.mixers.triton_support import build_kernels, eager_fused
+from eigsweep.mixers.triton_support import build_kernels, eager_fused, next_pow2
 
 BLOCK_N = 32        # key channels per step: a (T, T, 32) tile, 8192 floats for T = 16
 NUM_WARPS = 4
@@ -55,7 +55,7 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 def _launch(kernel, q, *args):
     """Runs `kernel` with one program per chunk of q (chunks, T, N)."""
     C, T, N = q.shape
-    kernel[(C,)](q, *args, T, N, TP=1 << (T - 1).bit_length(), BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)
+    kernel[(C,)](q, *args, T, N, TP=next_pow2(T), BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)
 
 
 class _DecayScores(torch.autograd.Function):

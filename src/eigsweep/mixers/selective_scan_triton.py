@@ -33,7 +33,7 @@ import types
 
 import torch
 
-from eigsweep.mixers.triton_support import build_kernels, fused
+from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2
 
 CHUNK = 16          # tokens between checkpoints (memory: B·L·D·N / CHUNK floats saved for backward)
 # per kernel: channels per program (BLOCK_D; the state tile is BLOCK_D × next_pow2(N) floats in registers) and
@@ -83,7 +83,7 @@ def selective_scan_ref(x, dt, A, B, C, D=None):
 def _launch_shape(kernel: str, N: int):
     """(BLOCK_D, BLOCK_N, num_warps) of `kernel` for state size N."""
     bd, per_thread = SHAPE[kernel]
-    bn = 1 << (N - 1).bit_length()
+    bn = next_pow2(N)
     return bd, bn, max(1, min(8, bd * bn // (32 * per_thread)))
 
 

@@ -6,6 +6,11 @@ import torch
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)   # what the fused kernels take (they compute in fp32)
 
 
+def next_pow2(n: int) -> int:
+    """The smallest power of 2 ≥ n (1 for n ≤ 1): Triton block sizes (tl.arange needs powers of 2)."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 def build_kernels(build):
     """``build(triton, triton.language)``, or None where Triton cannot be imported."""
     try:
