@@ -2,6 +2,7 @@
 
     python benchmarks/profile_pack.py --members 32 --models softmax mamba2 deltanet
     python benchmarks/profile_pack.py --solo --models s4 gla deltanet gated_deltanet mamba   # Trainer.train_step
+    python benchmarks/profile_pack.py --solo --sort cpu --models s4                          # host time first
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def main():
     p.add_argument("--rows", type=int, default=18)
     p.add_argument("--compile", action="store_true", help="profile compiled packs (Pack(compile=True))")
     p.add_argument("--solo", action="store_true", help="profile the solo path (Trainer.train_step), not a pack")
+    p.add_argument("--sort", choices=["device", "cpu"], default="device",
+                   help="rows by GPU time (default) or by host time (a host-bound step: where its launches go)")
     args, rest = p.parse_known_args()
     bench = tp.argparse.Namespace(vocab=8192, seq_len=512, kv=64, n_train=4096, d_model=128, layers=2, d_state=128,
                                   batch=64, device="cuda")
@@ -41,7 +44,7 @@ def main():
         print(f"## {arch}, {'solo' if args.solo else f'pack of {args.members}'}, 3 steps"
               f"{', compiled' if args.compile else ''}")
         try:
-            table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=args.rows,
+            table = prof.key_averages().table(sort_by=f"self_{args.sort}_time_total", row_limit=args.rows,
                                               max_name_column_width=70)
         except (KeyError, AttributeError, ValueError):
             table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.rows,

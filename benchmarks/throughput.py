@@ -96,6 +96,28 @@ def time_steps(step, device, warmup, repeat) -> float:
     return sorted(blocks)[1]
 
 
+def paired_ratio(step, ref_step, device, repeat, rounds=5) -> tuple[float, float, float]:
+    """Median, smallest and largest over ``rounds`` of (time of ``repeat`` calls of step) / (the same of
+    ref_step), the two timed in alternating blocks: a host-bound step's speed drifts within a run (softmax's
+    eager step took 5.0–7.2 ms across one session's runs), a ratio of two blocks timed back to back far less."""
+    for f in (step, ref_step):
+        for _ in range(3):
+            f()
+    sync(device)
+    ratios = []
+    for _ in range(rounds):
+        seconds = []
+        for f in (step, ref_step):
+            t = time.perf_counter()
+            for _ in range(repeat):
+                f()
+            sync(device)
+            seconds.append(time.perf_counter() - t)
+        ratios.append(seconds[0] / seconds[1])
+    ratios.sort()
+    return ratios[rounds // 2], ratios[0], ratios[-1]
+
+
 # ---- the step loop of main at commit 0041d10 (train.py), kept as the baseline -------------------------------
 def old_batch_indices(seed: int, step: int, batch_size: int, n: int) -> torch.Tensor:
     start = step * batch_size
@@ -198,6 +220,9 @@ def main():
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
     p.add_argument("--solo-compiled", action="store_true", help="the first table also times each of --all-models "
                    "solo with torch.compile (a ratio to softmax compiled; EIGSWEEP_COMPILE_MODE applies)")
+    p.add_argument("--paired", action="store_true", help="the first table also gives each model's ratio to "
+                   "softmax timed in alternating blocks (median and range of 5 rounds; a softmax Trainer stays "
+                   "built beside the model's)")
     p.add_argument("--chunk", nargs="*", default=[], metavar="ARCH=T", help="chunked mixers' chunk sizes for this "
                    "run (the mixer class's `chunk`, e.g. deltanet=128 gated_deltanet=64): how work is split, not "
                    "what is computed")
@@ -216,17 +241,23 @@ def main():
     print(f"# measured matmul rate: {peak / 1e12:.0f} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'})",
           flush=True)
     paths = [False, True] if args.solo_compiled else [False]
-    print("| model | solo ms/step (new path) | × softmax |" + " solo compiled ms/step | × softmax compiled |"
-          * args.solo_compiled + "\n|---|---:|---:|" + "---:|---:|" * args.solo_compiled, flush=True)
-    ref = {}
+    paired = " paired × softmax (median, range) |" if args.paired else ""
+    print("| model | solo ms/step (new path) | × softmax |" + paired + (" solo compiled ms/step | × softmax compiled |"
+          + paired) * args.solo_compiled + "\n|---|---:|---:|" + "---:" * args.paired
+          + ("|---:|---:" + "|---:" * args.paired) * args.solo_compiled + "|", flush=True)
+    ref, ref_trainer = {}, {}
     for arch in args.all_models:
         cells = []
         for comp in paths:
             try:
                 trainer = Trainer(make_spec(args, arch), compile=comp)
                 ms = 1000 * time_steps(trainer.train_step, device, 3, max(3, args.repeat // 2))
+                if args.paired and arch != "softmax":
+                    if comp not in ref_trainer:
+                        ref_trainer[comp] = Trainer(make_spec(args, "softmax"), compile=comp)
+                    mid, lo, hi = paired_ratio(trainer.train_step, ref_trainer[comp].train_step, device, args.repeat)
             except Exception as e:  # noqa: BLE001  a model that cannot run at this size is reported, not fatal
-                cells += [f"failed: {type(e).__name__}: {str(e)[:60]}", ""]
+                cells += [f"failed: {type(e).__name__}: {str(e)[:60]}", ""] + [""] * args.paired
                 continue
             finally:
                 trainer = None
@@ -234,7 +265,11 @@ def main():
             if arch == "softmax":
                 ref[comp] = ms
             cells += [f"{ms:.2f}", f"{ms / ref[comp]:.2f}" if comp in ref else "–"]
+            if args.paired:
+                cells.append("1" if arch == "softmax" else f"{mid:.2f} ({lo:.2f}–{hi:.2f})")
         print(f"| {arch} | " + " | ".join(cells) + " |", flush=True)
+    ref_trainer = None
+    free(device)
 
     print("\n| model | path | run-steps/s | ms/step | × solo 0041d10 | MFU |", flush=True)
     print("|---|---|---:|---:|---:|---:|", flush=True)

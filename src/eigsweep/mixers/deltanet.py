@@ -37,7 +37,11 @@ from eigsweep.mixers.blocks import (RMSNorm, causal_mask, gated_readout, inv_sof
 
 class DeltaNet(QKVMixer):
     eig_dims = ("sample", "head", "time", "state")
-    chunk = 64
+    # the chunk size splits the work and leaves the result unchanged (up to rounding). 128, not 64: on an H200 at
+    # the paper's MQAR size the solo step was 2.47× softmax's at 128 against 2.67× / 2.62× at 64 (paired
+    # timings, two runs), 14.6 against 18.0 ms in another run, and a compiled pack of 32 ran 512 run-steps/s
+    # at 128 (484 at 64, an earlier session); benchmarks/README.md, eleventh and twelfth sessions
+    chunk = 128
 
     def __init__(self, cfg, layer_idx=0):
         super().__init__(cfg, layer_idx)
@@ -84,10 +88,11 @@ class DeltaNet(QKVMixer):
 
 
 class GatedDeltaNet(DeltaNet):
-    # 128, not 64: on an H200 at the paper's MQAR size its step took 22.8 / 24.9 ms at chunk 128 against
-    # 29.0 / 31.3 ms at 64 (two runs of benchmarks/chunk_sizes.py, 2026-11-30; 21.5 ms at 256 in one); DeltaNet's
-    # own timings varied too much between the runs to choose (benchmarks/README.md)
-    chunk = 128
+    # 64: since the tenth session's changes its solo step on an H200 was 2.72× softmax's at 64 against 2.95× /
+    # 3.06× at 128 (paired timings), 16.5 against 17.6 ms in another run; a compiled pack of 32 ran 449 run-steps/s
+    # at 64 and 463 at 128 in one run (3%, within run-to-run noise); benchmarks/README.md, twelfth session.
+    # (Before those changes 128 had been faster: 22.8 / 24.9 against 29.0 / 31.3 ms.)
+    chunk = 64
 
     def __init__(self, cfg, layer_idx=0):
         super().__init__(cfg, layer_idx)
