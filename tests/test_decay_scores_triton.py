@@ -1,13 +1,15 @@
-"""The fused (Triton) intra-chunk decay scores against a float64 torch reference, and GLA with and without them.
+"""The intra-chunk decay scores op (Triton kernels) against a float64 torch reference, and GLA with and without it.
 
-CPU (normal suite): the dispatch keeps the torch form and importing GLA does not import Triton; where Triton is
-installed, the kernels run through its interpreter (TRITON_INTERPRET=1) and match. GPU (``-m gpu``): the same
-check on CUDA; scan.chunked_decay_attention and the GLA mixer on CUDA (fused scores) equal the same forced onto
-the torch form.
+CPU (normal suite): the op with its torch body (values, its autograd formula, vmap rules, torch.compile, opcheck)
+equals the reference differentiated by autograd; scan.chunked_decay_attention keeps the torch form and importing
+GLA does not import Triton. Where Triton is installed, the kernels run through its interpreter
+(TRITON_INTERPRET=1) and match. GPU (``-m gpu``): the same check on CUDA; scan.chunked_decay_attention and the
+GLA mixer on CUDA (the op), eager and compiled, equal the same forced onto the torch form.
 """
 
 import pytest
 import torch
+from torch.func import vmap
 
 from eigsweep.config import ModelConfig
 from eigsweep.mixers import decay_scores_triton as dst
@@ -40,11 +42,15 @@ def inputs(shape, strength, gen, device):
     return [t.to(device).requires_grad_() for t in (q, k, g)]
 
 
-def check_decay_scores(device: str) -> None:
-    """Forward and the gradients for q, k, g of the fused scores equal the float64 reference: chunk sizes 16, 11
-    (not a power of two) and 1, N across channel blocks and not a multiple of one (70 > 2·32), decays from
-    mild to −20 per token (exp(g_i − g_j) down to underflow: no overflow, no NaN); the gradient ignores dS above
-    the diagonal. Vmapped over a pack's 3 members (g shared by all, or each its own), each its own."""
+def check_decay_scores(device: str, force_kernels: bool = False) -> None:
+    """Forward and the gradients for q, k, g of the op with its kernels equal the float64 reference: chunk sizes
+    16, 11 (not a power of two) and 1, N across channel blocks and not a multiple of one (70 > 2·32), decays
+    from mild to −20 per token (exp(g_i − g_j) down to underflow: no overflow, no NaN); the gradient ignores dS
+    above the diagonal. Vmapped over a pack's 3 members (g shared by all, or each its own), each its own.
+    ``force_kernels``: the op takes its kernels on CPU too (under TRITON_INTERPRET=1)."""
+    if force_kernels:
+        dst.fused_available = lambda t: True
+    assert dst.fused_available(torch.zeros(1, device=device)), "the op would not run its kernels"
     gen = torch.Generator().manual_seed(0)
     for shape, strength in [((2, 3, 16, 70), 0.1), ((2, 3, 16, 70), 20.0), ((3, 11, 40), 2.0), ((4, 1, 5), 20.0)]:
         q, k, g = inputs(shape, strength, gen, device)
@@ -75,12 +81,35 @@ def check_decay_scores(device: str) -> None:
 
 
 def test_cpu_keeps_the_torch_form_and_does_not_import_triton():
-    assert not dst.fused_available(torch.zeros(2))
+    assert not dst.fused_available(torch.zeros(2)) and not scan.decay_scores_available(torch.zeros(2))
     assert_importing_does_not_import_triton("eigsweep.mixers.scan", "eigsweep.mixers.gla")
 
 
+def test_the_op_is_the_reference_with_its_gradient_vmapped_and_compiled():
+    """The op with its torch body (float64, CPU): values and gradients through its registered formula equal the
+    reference differentiated by autograd; vmapped over 3 members (g shared or each its own) and compiled."""
+    gen = torch.Generator().manual_seed(2)
+    q, k, g = inputs((3, 2, 11, 20), 3.0, gen, "cpu")
+    w = torch.randn(3, 2, 11, 11, generator=gen, dtype=torch.float64)
+    torch.library.opcheck(dst.decay_scores, (q, k, g))
+    torch.library.opcheck(dst.decay_scores_backward, (q.detach(), k.detach(), g.detach(), w))
+    cases = [("the op", lambda a, b, c: dst.decay_scores(a, b, c), g)]
+    for in_dims, g_m in [(0, g), ((0, 0, None), g[0])]:
+        vmapped = vmap(dst.decay_scores, in_dims=in_dims)
+        cases += [(f"vmapped, in_dims {in_dims}", vmapped, g_m),
+                  (f"vmapped and compiled, in_dims {in_dims}",
+                   torch.compile(vmapped, fullgraph=True, backend="aot_eager"), g_m)]
+    for what, fn, g_m in cases:
+        S_ref = torch.stack([dst.reference_scores(q[m], k[m], g_m.expand_as(q)[m]) for m in range(3)])
+        grads_ref = torch.autograd.grad((S_ref * w).sum(), (q, k, g))
+        S = fn(q, k, g_m)
+        torch.testing.assert_close(S, S_ref.detach(), rtol=1e-13, atol=1e-14, msg=what)
+        for name, gr, gr_ref in zip("qkg", torch.autograd.grad((S * w).sum(), (q, k, g)), grads_ref):
+            torch.testing.assert_close(gr, gr_ref, rtol=1e-12, atol=1e-13, msg=f"d{name}, {what}")
+
+
 def test_decay_scores_under_the_triton_interpreter():
-    run_in_triton_interpreter("test_decay_scores_triton", "check_decay_scores('cpu')")
+    run_in_triton_interpreter("test_decay_scores_triton", "check_decay_scores('cpu', force_kernels=True)")
 
 
 @pytest.mark.gpu
@@ -121,6 +150,28 @@ def test_gla_on_cuda_uses_the_fused_scores_and_matches(monkeypatch):
     m = GatedLinearAttention(ModelConfig(d_model=96, n_layers=1, n_heads=2)).cuda()      # d_k = 48
     u = torch.randn(3, 70, 96, device="cuda")
     (y, grads), (y_ref, grads_ref) = grads_fused_and_torch(lambda: m(u), list(m.parameters()), monkeypatch)
+    assert_close_to_max(y, y_ref, "mixer output", tol=1e-4)
+    for (name, _), gr, gr_ref in zip(m.named_parameters(), grads, grads_ref):
+        assert_close_to_max(gr, gr_ref, f"d{name}", tol=1e-4)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gla_compiled_on_cuda_runs_the_kernels_and_matches(monkeypatch):
+    """Under torch.compile the op stays one call and runs its kernels: compiled GLA equals eager GLA on the torch
+    form (the compiled graph fell back to that form before the op)."""
+    torch.manual_seed(0)
+    m = GatedLinearAttention(ModelConfig(d_model=96, n_layers=1, n_heads=2)).cuda()
+    u = torch.randn(3, 70, 96, device="cuda")
+    params = list(m.parameters())
+    calls, kernels = [], dst.fused_scores
+    monkeypatch.setattr(dst, "fused_scores", lambda *a: calls.append(1) or kernels(*a))
+    y = torch.compile(m)(u)
+    grads = torch.autograd.grad(y.square().sum(), params)
+    assert calls, "the compiled graph did not run the kernels"
+    monkeypatch.setattr(scan, "decay_scores_available", lambda t: False)
+    y_ref = m(u)
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), params)
     assert_close_to_max(y, y_ref, "mixer output", tol=1e-4)
     for (name, _), gr, gr_ref in zip(m.named_parameters(), grads, grads_ref):
         assert_close_to_max(gr, gr_ref, f"d{name}", tol=1e-4)

@@ -18,11 +18,11 @@ the op only where the kernels run.
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import torch
 
-from eigsweep.mixers.triton_support import FUSED_DTYPES, build_kernels, fused, next_pow2
+from eigsweep.mixers import triton_support
+from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2
 
 IGNORE = -100
 # launch shapes, the fastest of benchmarks/cross_entropy_kernels.py on an H200 (32 × 4096 × 8192 bf16 logits):
@@ -42,13 +42,10 @@ def fused_available(logits: torch.Tensor) -> bool:
     return fused(logits, _triton)
 
 
-TRITON_INSTALLED = importlib.util.find_spec("triton") is not None   # looked up, not imported
-
-
 def runs_fused(logits: torch.Tensor) -> bool:
-    """Whether ce_rows would run its kernels for logits like these, decided without importing Triton (so that
-    torch.compile can trace the decision): CUDA, a float type below float64, Triton installed."""
-    return logits.is_cuda and logits.dtype in FUSED_DTYPES and TRITON_INSTALLED
+    """Whether ce_rows would run its kernels for logits like these (triton_support.runs_fused: decided without
+    importing Triton, so that torch.compile can trace train.head_loss's choice)."""
+    return triton_support.runs_fused(logits)
 
 
 def _biased_logits(z: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,15 @@ Backward, for dS (entries above the diagonal ignored):
 (g_t enters S with + in row t and with − in column t; the diagonal, where e = 1, cancels). One program per
 chunk loops over N in blocks of BLOCK_N with a (T, T, BLOCK_N) tile in registers: q, k, g (and dS) are read
 once, S (or dq, dk, dg) written once. T is padded to a power of two and masked, so any chunk size works.
-Computation in float32; outputs in the inputs' dtype. `scan.chunked_decay_attention` calls this on CUDA for
-float32/16 inputs where Triton imports, outside torch.compile (whose graph keeps the torch form); Triton is
-imported lazily (CI has no GPU and may have no Triton). Packs: chunks are independent, so the vmap rule moves
-a pack's member dim to the front, where it joins the chunks: one launch for all members.
+Computation in float32; outputs in the inputs' dtype.
+
+``decay_scores`` is a custom op (with ``decay_scores_backward``: an autograd formula, vmap rules, fake impls), so
+torch.compile keeps it as one call: `scan.chunked_decay_attention` takes it on CUDA for float32/16 inputs where
+Triton is installed, eagerly and compiled (before it was an autograd Function, compiled GLA fell back to the
+torch form, whose K = 1 products were 55% of its step on an H200, benchmarks/README.md, twelfth session). Its
+body is the torch form where the kernels cannot run. Triton is imported lazily (CI has no GPU and may have no
+Triton). Packs: chunks are independent, so the vmap rules move a pack's member dim to the front, where it joins
+the chunks: one launch for all members.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ import types
 
 import torch
 
-from eigsweep.mixers.triton_support import build_kernels, eager_fused, next_pow2
+from eigsweep.mixers.blocks import causal_mask
+from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2
 
 BLOCK_N = 32        # key channels per step: a (T, T, 32) tile, 8192 floats for T = 16
 NUM_WARPS = 4
@@ -37,14 +43,81 @@ def _triton():
 
 
 def fused_available(t: torch.Tensor) -> bool:
-    """True where the fused scores run for tensors like t (triton_support.eager_fused)."""
-    return eager_fused(t, _triton)
+    """True where the op runs its kernels for tensors like t (triton_support.fused)."""
+    return fused(t, _triton)
 
 
+def reference_scores(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """S (..., T, T) by torch, through a (..., T, T, N) decay tensor: the op's definition, its body where the
+    kernels do not run, and the form scan.chunked_decay_attention differentiates off CUDA."""
+    decay = torch.exp((g[..., :, None, :] - g[..., None, :, :]).masked_fill(
+        ~causal_mask(q.shape[-2], q.device)[..., None], float("-inf")))
+    return torch.einsum("...in,...jn,...ijn->...ij", q, k, decay)
+
+
+def reference_scores_backward(q, k, g, dS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dg) of Σ dS·S by torch (the module docstring's formulas)."""
+    decay = torch.exp((g[..., :, None, :] - g[..., None, :, :]).masked_fill(
+        ~causal_mask(q.shape[-2], q.device)[..., None], float("-inf")))
+    w = dS[..., None] * decay                                               # (..., T, T, N), 0 for j > i
+    dq = torch.einsum("...ijn,...jn->...in", w, k)
+    dk = torch.einsum("...ijn,...in->...jn", w, q)
+    return dq, dk, q * dq - k * dk
+
+
+@torch.library.custom_op("eigsweep::decay_scores", mutates_args=())
 def decay_scores(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """S (..., T, T) for q, k, g (..., T, N) of one shape (g: the in-chunk cumsum of log a), with no dispatch
-    check. Vmappable."""
-    return _DecayScores.apply(q, k, g)
+    """S (..., T, T) for q, k, g (..., T, N) of one shape (g: the in-chunk cumsum of log a), in q's dtype."""
+    if fused_available(q):
+        return fused_scores(q, k, g)
+    return reference_scores(q, k, g).contiguous()
+
+
+@decay_scores.register_fake
+def _(q, k, g):
+    return q.new_empty(*q.shape[:-1], q.shape[-2])
+
+
+@torch.library.custom_op("eigsweep::decay_scores_backward", mutates_args=())
+def decay_scores_backward(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor,
+                          dS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dg) of Σ dS·S (entries of dS above the diagonal ignored), each in its input's dtype."""
+    if fused_available(q):
+        return fused_scores_backward(q, k, g, dS)
+    return tuple(d.contiguous() for d in reference_scores_backward(q, k, g, dS))
+
+
+@decay_scores_backward.register_fake
+def _(q, k, g, dS):
+    return q.new_empty(q.shape), k.new_empty(k.shape), g.new_empty(g.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, dS):
+    return decay_scores_backward(*ctx.saved_tensors, dS)
+
+
+decay_scores.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _batched(info, in_dims, *tensors):
+    """Each tensor with its vmapped dimension first (broadcast where it has none): a pack's members become more
+    chunks of one launch."""
+    return [t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
+            for t, d in zip(tensors, in_dims)]
+
+
+@decay_scores.register_vmap
+def _(info, in_dims, q, k, g):
+    return decay_scores(*_batched(info, in_dims, q, k, g)), 0
+
+
+@decay_scores_backward.register_vmap
+def _(info, in_dims, q, k, g, dS):
+    return decay_scores_backward(*_batched(info, in_dims, q, k, g, dS)), (0, 0, 0)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -58,33 +131,21 @@ def _launch(kernel, q, *args):
     kernel[(C,)](q, *args, T, N, TP=next_pow2(T), BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)
 
 
-class _DecayScores(torch.autograd.Function):
-    @staticmethod
-    def forward(q, k, g):
-        qf, kf, gf = _flat(q), _flat(k), _flat(g)
-        C, T, _ = qf.shape
-        S = qf.new_empty(C, T, T)
-        _launch(_triton().fwd, qf, kf, gf, S)
-        return S.view(*q.shape[:-1], T).to(q.dtype)
+def fused_scores(q, k, g) -> torch.Tensor:
+    """reference_scores by the forward kernel (on CUDA, or on CPU under TRITON_INTERPRET=1)."""
+    qf, kf, gf = _flat(q), _flat(k), _flat(g)
+    C, T, _ = qf.shape
+    S = qf.new_empty(C, T, T)
+    _launch(_triton().fwd, qf, kf, gf, S)
+    return S.view(*q.shape[:-1], T).to(q.dtype)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
 
-    @staticmethod
-    def backward(ctx, dS):
-        q, k, g = ctx.saved_tensors
-        qf, kf, gf, dSf = _flat(q), _flat(k), _flat(g), _flat(dS)
-        dq, dk, dg = torch.empty_like(qf), torch.empty_like(qf), torch.empty_like(qf)
-        _launch(_triton().bwd, qf, kf, gf, dSf, dq, dk, dg)
-        return tuple(d.view(t.shape).to(t.dtype) for d, t in zip((dq, dk, dg), (q, k, g)))
-
-    @staticmethod
-    def vmap(info, in_dims, q, k, g):
-        """A pack's members moved to the front, where the forward folds them into the chunks."""
-        q, k, g = (t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
-                   for t, d in zip((q, k, g), in_dims))
-        return _DecayScores.apply(q, k, g), 0
+def fused_scores_backward(q, k, g, dS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """reference_scores_backward by the backward kernel."""
+    qf, kf, gf, dSf = _flat(q), _flat(k), _flat(g), _flat(dS)
+    dq, dk, dg = torch.empty_like(qf), torch.empty_like(qf), torch.empty_like(qf)
+    _launch(_triton().bwd, qf, kf, gf, dSf, dq, dk, dg)
+    return tuple(d.view(t.shape).to(t.dtype) for d, t in zip((dq, dk, dg), (q, k, g)))
 
 
 def _build_kernels(triton, tl):

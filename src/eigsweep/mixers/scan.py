@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from eigsweep.mixers.blocks import causal_mask, pad_to_chunks
-from eigsweep.mixers.decay_scores_triton import decay_scores
-from eigsweep.mixers.decay_scores_triton import fused_available as decay_scores_available
+from eigsweep.mixers.decay_scores_triton import decay_scores, reference_scores
+from eigsweep.mixers.triton_support import runs_fused as decay_scores_available
 from eigsweep.mixers.linear_scan_triton import fused_available, fused_linear_scan
 
 
@@ -131,15 +131,12 @@ def chunked_decay_attention(q, k, v, log_a, chunk):
     q, k, v, log_a = (t.reshape(B, H, n, T, t.shape[-1]) for t in (q, k, v, log_a))
     g = log_a.cumsum(dim=3)                                            # (B, H, n, T, Nd), inclusive
     # inside a chunk: y_i = Σ_{j≤i} Σ_n q_in k_jn exp(g_in − g_jn) v_j
-    if log_a.shape[-1] > 1 and decay_scores_available(q):
-        scores = decay_scores(q, k, g)                                  # fused: no (…, T, T, N) decays
+    if log_a.shape[-1] > 1:
+        # fused (the op): no (…, T, T, N) decays; off CUDA the torch form, differentiated by autograd
+        scores = (decay_scores if decay_scores_available(q) else reference_scores)(q, k, g)
     else:
-        diff = g[..., :, None, :] - g[..., None, :, :]                 # (B, H, n, T, T, Nd)
-        decay = torch.exp(diff.masked_fill(~causal_mask(T, q.device)[..., None], float("-inf")))
-        if log_a.shape[-1] == 1:
-            scores = (q @ k.transpose(-1, -2)) * decay[..., 0]
-        else:
-            scores = torch.einsum("bhcin,bhcjn,bhcijn->bhcij", q, k, decay)
+        diff = g[..., :, None, 0] - g[..., None, :, 0]                 # (B, H, n, T, T)
+        scores = (q @ k.transpose(-1, -2)) * torch.exp(diff.masked_fill(~causal_mask(T, q.device), float("-inf")))
     y = scores @ v                                                      # (B, H, n, T, P)
     # each chunk's own contribution to the state at its end
     g_end = g[..., -1:, :]                                              # (B, H, n, 1, Nd)

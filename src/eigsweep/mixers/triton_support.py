@@ -1,9 +1,21 @@
 """Triton, imported on first use only: CI has no GPU and may have no Triton, and importing a mixer never imports it."""
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)   # what the fused kernels take (they compute in fp32)
+
+
+TRITON_INSTALLED = importlib.util.find_spec("triton") is not None   # looked up, not imported
+
+
+def runs_fused(t: torch.Tensor) -> bool:
+    """Whether a fused op would run its kernels for tensors like t, decided without importing Triton (so that
+    torch.compile can trace the decision): CUDA, a float type below float64, Triton installed. (The op's body
+    checks again, with the import: ``fused``.)"""
+    return t.is_cuda and t.dtype in FUSED_DTYPES and TRITON_INSTALLED
 
 
 def next_pow2(n: int) -> int:
