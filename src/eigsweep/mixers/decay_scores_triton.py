@@ -47,19 +47,21 @@ def fused_available(t: torch.Tensor) -> bool:
     return fused(t, _triton)
 
 
+def _decays(g: torch.Tensor) -> torch.Tensor:
+    """e (..., T, T, N): exp(g_in − g_jn) for j ≤ i, 0 above the diagonal."""
+    causal = causal_mask(g.shape[-2], g.device)[..., None]
+    return torch.exp((g[..., :, None, :] - g[..., None, :, :]).masked_fill(~causal, float("-inf")))
+
+
 def reference_scores(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """S (..., T, T) by torch, through a (..., T, T, N) decay tensor: the op's definition, its body where the
     kernels do not run, and the form scan.chunked_decay_attention differentiates off CUDA."""
-    decay = torch.exp((g[..., :, None, :] - g[..., None, :, :]).masked_fill(
-        ~causal_mask(q.shape[-2], q.device)[..., None], float("-inf")))
-    return torch.einsum("...in,...jn,...ijn->...ij", q, k, decay)
+    return torch.einsum("...in,...jn,...ijn->...ij", q, k, _decays(g))
 
 
 def reference_scores_backward(q, k, g, dS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dg) of Σ dS·S by torch (the module docstring's formulas)."""
-    decay = torch.exp((g[..., :, None, :] - g[..., None, :, :]).masked_fill(
-        ~causal_mask(q.shape[-2], q.device)[..., None], float("-inf")))
-    w = dS[..., None] * decay                                               # (..., T, T, N), 0 for j > i
+    w = dS[..., None] * _decays(g)                                          # (..., T, T, N), 0 for j > i
     dq = torch.einsum("...ijn,...jn->...in", w, k)
     dk = torch.einsum("...ijn,...in->...jn", w, q)
     return dq, dk, q * dq - k * dk

@@ -6,10 +6,11 @@ that was ≈ 80 kernel launches a step on CUDA, most of S4's host time in a step
 (benchmarks/README.md, twelfth session). Here the forward is one launch: Gauss–Jordan elimination of the whole
 matrix held in registers, without pivoting; the backward is two batched matmuls, dM = −M⁻ᵀ (dY) M⁻ᵀ.
 
-Without pivoting: for M whose symmetric part M + Mᵀ is positive definite, every leading principal submatrix
-has a positive definite symmetric part too, so no pivot is ever 0 and elimination is stable without row
-exchanges. S4's M = I − ΔA/2 is such a matrix for any parameters (A + Aᵀ ≺ 0 by construction, s4.py).
-Other matrices must use torch.linalg.
+Without pivoting: for M whose symmetric part M + Mᵀ is positive definite, every Schur complement met during
+elimination has a positive definite symmetric part too, so no pivot is ever 0 and no row exchange is needed
+(the growth of the entries is bounded by the skew part's size against the symmetric part's; the kernel is
+tested against float64 up to strongly perturbed parameters). S4's M = I − ΔA/2 is such a matrix for any
+parameters (A + Aᵀ ≺ 0 by construction, s4.py). Other matrices must use torch.linalg.
 
 ``inverse(M)`` is a custom op (an autograd formula, a vmap rule that folds a pack's members into the batch of
 matrices, a fake impl for torch.compile, which keeps it as one call). Its body runs the kernel on CUDA for
