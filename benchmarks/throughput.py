@@ -14,7 +14,8 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
   "bf16 mixer" (models in --bf16): the mixer under bf16 autocast too (model.BF16_MIXERS), eager and compiled;
   the loss on CUDA is the fused per-row cross-entropy (eigsweep.cross_entropy) everywhere but in "solo 0041d10";
   "compiled, one-hot loss" / "compiled, F.cross_entropy" (--loss-forms): compiled with loss_fn's torch form
-  (a one-hot comparison) or with F.cross_entropy instead, the references for the fused loss in the same run.
+  (a one-hot comparison) or with F.cross_entropy instead, the references for the fused loss in the same run;
+  "compiled, torch conv" (--torch-conv): ShortConv on its torch form, the reference for the fused conv op.
 MFU: model FLOPs of one step of the new path (counted by torch.utils.flop_counter: forward + backward, logits at
 labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
 ms/step of every registered model on the new solo path, as a ratio to softmax.
@@ -36,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from eigsweep import model as model_module
 from eigsweep import train as train_module
 from eigsweep import registry
+from eigsweep.mixers import blocks
 from eigsweep.config import EvalConfig, ModelConfig, RunSpec, TrainConfig
 from eigsweep.pack import Pack
 from eigsweep.train import Trainer, lr_factor
@@ -176,16 +178,19 @@ def bf16_mixer(arch: str | None, on: bool = True):
 
 
 @contextlib.contextmanager
-def loss_form(form: str):
+def step_form(form: str):
     """Code built and run inside computes the loss as ``form``: "fused" (cross_entropy.ce_rows on CUDA, the
-    default), "one-hot" (loss_fn's torch.compile form) or "F.cross_entropy"."""
-    saved = train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED
-    train_module.FUSED_LOSS_ON_CUDA = form == "fused"
+    default), "one-hot" (loss_fn's torch.compile form) or "F.cross_entropy"; "torch conv": the fused loss, and
+    ShortConv on its torch form instead of the conv_triton op (the reference for that op)."""
+    saved = train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.runs_fused
+    train_module.FUSED_LOSS_ON_CUDA = form in ("fused", "torch conv")
     train_module.ONE_HOT_LOSS_WHEN_COMPILED = form != "F.cross_entropy"
+    if form == "torch conv":
+        blocks.runs_fused = lambda t: False
     try:
         yield
     finally:
-        train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED = saved
+        train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.runs_fused = saved
 
 
 def free(device):
@@ -217,6 +222,8 @@ def main():
                    "largest pack only")
     p.add_argument("--loss-forms", action="store_true", help="the compiled variant also with loss_fn's one-hot "
                    "form and with F.cross_entropy as the loss (the references for the fused cross-entropy)")
+    p.add_argument("--torch-conv", action="store_true", help="the compiled variant also with ShortConv on its torch "
+                   "form instead of the fused conv_triton op (the reference for that op)")
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
     p.add_argument("--solo-compiled", action="store_true", help="the first table also times each of --all-models "
                    "solo with torch.compile (a ratio to softmax compiled; EIGSWEEP_COMPILE_MODE applies)")
@@ -302,6 +309,8 @@ def main():
         if arch in args.compile and args.loss_forms:
             variants += [("compiled, one-hot loss", True, False, "one-hot"),
                          ("compiled, F.cross_entropy", True, False, "F.cross_entropy")]
+        if arch in args.compile and args.torch_conv:
+            variants += [("compiled, torch conv", True, False, "torch conv")]
         if arch in args.bf16:
             variants += [("bf16 mixer", False, True, "fused")] + ([("bf16 mixer, compiled", True, True, "fused")]
                                                                    if arch in args.compile else [])
@@ -316,7 +325,7 @@ def main():
                         else:
                             runner = Pack([make_spec(args, arch, seed=s, lr=1e-3 * (1 + s % 4)) for s in range(n)],
                                           ["-"] * n, compile=comp)
-                    with loss_form(loss):    # compiled at the first timed call
+                    with step_form(loss):    # compiled at the first timed call
                         row(path, n / time_steps(runner.train_step, device, 5, args.repeat))
                 except Exception as e:  # noqa: BLE001  compile support varies; report, go on
                     print(f"| {arch} | {path} | failed: {type(e).__name__}: {str(e)[:80]} | | | |", flush=True)

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from eigsweep.dsf import DSF
+from eigsweep.mixers.conv_triton import causal_conv, shifted_conv
+from eigsweep.mixers.triton_support import runs_fused
 
 
 # --- head layout -----------------------------------------------------------------------------------
@@ -56,18 +58,19 @@ class ShortConv(nn.Module):
         self.conv = nn.Conv1d(channels, channels, kernel, groups=channels, padding=kernel - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # eager on CUDA: one grouped convolution; under torch.compile the K products, which Inductor fuses into
-        # one pass forward and one backward (PyTorch's depthwise kernels were 19% of a compiled Mamba-2 pack's
-        # step on an H200, benchmarks/README.md)
-        y = self.depthwise(x) if x.is_cuda and not torch.compiler.is_compiling() else self.shifted(x)
+        w, b = self.conv.weight[:, 0, :], self.conv.bias                     # (C, K), (C,)
+        if runs_fused(x):
+            # CUDA with Triton: the conv and its SiLU as one op (conv_triton), eagerly and under torch.compile
+            return causal_conv(x, w, b, self.activation)
+        # CUDA without Triton, eagerly: one grouped convolution; under torch.compile, and on CPU, the K products
+        # (Inductor fuses them into one pass forward and one backward)
+        y = self.depthwise(x) if x.is_cuda and not torch.compiler.is_compiling() else shifted_conv(x, w, b)
         return F.silu(y) if self.activation else y
 
     def shifted(self, x: torch.Tensor) -> torch.Tensor:
-        """y_t = Σ_k w_k x_{t-K+1+k} + b as K shifted products: much faster than Conv1d's backward on CPU."""
-        L, K = x.shape[1], self.kernel
-        xp = F.pad(x, (0, 0, K - 1, 0))
-        w = self.conv.weight[:, 0, :]                    # (C, K)
-        return self.conv.bias + sum(xp[:, k : k + L] * w[:, k] for k in range(K))
+        """y_t = Σ_k w_k x_{t-K+1+k} + b as K shifted products (conv_triton.shifted_conv): much faster than
+        Conv1d's backward on CPU."""
+        return shifted_conv(x, self.conv.weight[:, 0, :], self.conv.bias)
 
     def depthwise(self, x: torch.Tensor) -> torch.Tensor:
         """The same as one grouped convolution (cuDNN; on a GPU the K products are K memory-bound passes, a
