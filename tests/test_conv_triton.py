@@ -98,15 +98,18 @@ def check_kernels(device: str, force_kernels: bool = False) -> None:
         ct.fused_available = lambda t: True
     for shape in [(2, 3, 37, 5, 4), (1, 2, 70, 130, 4), (3, 1, 1, 7, 3)]:
         (x, w, b), out_w = inputs(*shape, device=device, seed=shape[2])
-        for silu in (True, False):
-            y = ct.causal_conv_stacked(x.float(), w.float(), b.float(), silu)
+        for silu, sliced in [(True, False), (False, False), (True, True)]:
+            # sliced: x a slice of a wider tensor's channels, read in place (Mamba-2's x, B, C)
+            xf = torch.cat([x, x[..., :3]], -1).float()[..., : x.shape[-1]] if sliced else x.float()
+            assert xf.is_contiguous() != sliced
+            y = ct.causal_conv_stacked(xf, w.float(), b.float(), silu)
             assert y.dtype == torch.float32
             grads = torch.autograd.grad((y.double() * out_w).sum(), (x, w, b))
             ref = torch_form(x, w, b, silu)
             grads_ref = torch.autograd.grad((ref * out_w).sum(), (x, w, b))
-            assert relative_error(y, ref) <= 1e-5, f"y {shape} silu {silu}"
+            assert relative_error(y, ref) <= 1e-5, f"y {shape} silu {silu} sliced {sliced}"
             for name, g, r in zip("xwb", grads, grads_ref):
-                assert relative_error(g, r) <= 1e-5, f"d{name} {shape} silu {silu}"
+                assert relative_error(g, r) <= 1e-5, f"d{name} {shape} silu {silu} sliced {sliced}"
             y_v = vmap(lambda xm, wm, bm: ct.causal_conv(xm, wm, bm, silu))(x.float(), w.float(), b.float())
             assert relative_error(y_v, ref) <= 1e-5, f"vmapped y {shape} silu {silu}"
 

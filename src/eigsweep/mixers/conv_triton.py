@@ -147,31 +147,39 @@ def _grid(x):
     return (M * B, -(-L // BLOCK_T), -(-C // BLOCK_C))
 
 
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """x (M, B, L, C) as the kernels read it: channels contiguous and the (member, sample) rows one stride apart,
+    copied only where it is not (Mamba-2's x, B, C are a slice of its input projection: read in place)."""
+    if x.stride(-1) == 1 and (x.shape[0] == 1 or x.stride(0) == x.shape[1] * x.stride(1)):
+        return x
+    return x.contiguous()
+
+
 def fused_conv(x, w, b, silu: bool) -> torch.Tensor:
     """reference_conv by the forward kernel (on CUDA, or on CPU under TRITON_INTERPRET=1)."""
-    x, w, b = x.contiguous(), w.float().contiguous(), b.float().contiguous()
+    x, w, b = _rows(x), w.float().contiguous(), b.float().contiguous()
     M, B, L, C = x.shape
-    y = torch.empty_like(x)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if x.numel():
-        _triton().fwd[_grid(x)](x, w, b, x, y, y, B, L, C, K=w.shape[-1], SILU=silu, BACKWARD=False,
-                                BT=BLOCK_T, BC=BLOCK_C, num_warps=NUM_WARPS)
+        _triton().fwd[_grid(x)](x, w, b, y, y, y, x.stride(1), x.stride(2), B, L, C, K=w.shape[-1], SILU=silu,
+                                BACKWARD=False, BT=BLOCK_T, BC=BLOCK_C, num_warps=NUM_WARPS)
     return y
 
 
 def fused_conv_backward(g, x, w, b, silu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """reference_conv_backward by the two backward kernels: s and the programs' partial sums for dw, db; dx."""
     dtypes = x.dtype, w.dtype, b.dtype
-    g, x, w, b = g.contiguous(), x.contiguous(), w.float().contiguous(), b.float().contiguous()
+    g, x, w, b = g.contiguous(), _rows(x), w.float().contiguous(), b.float().contiguous()
     M, B, L, C = x.shape
     K = w.shape[-1]
     grid = _grid(x)
     s = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    dx = torch.empty_like(x)
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     partial = torch.zeros(M, B * grid[1], K + 1, C, dtype=torch.float32, device=x.device)   # dw_0..K-1, db
     if x.numel():
         k = _triton()
-        k.fwd[grid](x, w, b, g, s, partial, B, L, C, K=K, SILU=silu, BACKWARD=True, BT=BLOCK_T, BC=BLOCK_C,
-                    num_warps=NUM_WARPS)
+        k.fwd[grid](x, w, b, g, s, partial, x.stride(1), x.stride(2), B, L, C, K=K, SILU=silu, BACKWARD=True,
+                    BT=BLOCK_T, BC=BLOCK_C, num_warps=NUM_WARPS)
         k.bwd_x[grid](s, w, dx, B, L, C, K=K, BT=BLOCK_T, BC=BLOCK_C, num_warps=NUM_WARPS)
     sums = partial.sum(1)                                                  # (M, K + 1, C)
     dw, db = sums[:, :K].transpose(1, 2), sums[:, K]
@@ -182,10 +190,11 @@ def _build_kernels(triton, tl):
     # a program: sequence r = member·B + sample (program_id 0), time steps t of block 1, channels c of block 2
 
     @triton.jit
-    def fwd(x_ptr, w_ptr, b_ptr, g_ptr, out_ptr, partial_ptr, B, L, C, K: tl.constexpr, SILU: tl.constexpr,
-            BACKWARD: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+    def fwd(x_ptr, w_ptr, b_ptr, g_ptr, out_ptr, partial_ptr, SX_R, SX_T, B, L, C, K: tl.constexpr,
+            SILU: tl.constexpr, BACKWARD: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
         # forward (BACKWARD false): out = y. Backward: out = s = g ⊙ act'(pre), and this program's row of
-        # partial sums (dw_k for k < K, then db) for its channels
+        # partial sums (dw_k for k < K, then db) for its channels. x: rows SX_R apart, time steps SX_T apart;
+        # g and out contiguous
         r = tl.program_id(0).to(tl.int64)
         m = r // B
         t = tl.program_id(1) * BT + tl.arange(0, BT)
@@ -197,7 +206,7 @@ def _build_kernels(triton, tl):
         for k in tl.static_range(K):
             ts = t - (K - 1) + k
             ok = (ts >= 0) & (ts < L)
-            xk = tl.load(x_ptr + (r * L + ts[:, None]) * C + c[None, :], mask=ok[:, None] & cm[None, :], other=0.0)
+            xk = tl.load(x_ptr + r * SX_R + ts[:, None] * SX_T + c[None, :], mask=ok[:, None] & cm[None, :], other=0.0)
             pre += xk.to(tl.float32) * tl.load(w_ptr + (m * C + c) * K + k, mask=cm, other=0.0)[None, :]
         sig = tl.sigmoid(pre)
         if BACKWARD:
@@ -209,7 +218,7 @@ def _build_kernels(triton, tl):
             for k in tl.static_range(K):
                 ts = t - (K - 1) + k
                 ok = (ts >= 0) & (ts < L)
-                xk = tl.load(x_ptr + (r * L + ts[:, None]) * C + c[None, :], mask=ok[:, None] & cm[None, :],
+                xk = tl.load(x_ptr + r * SX_R + ts[:, None] * SX_T + c[None, :], mask=ok[:, None] & cm[None, :],
                              other=0.0)
                 tl.store(row + k * C, tl.sum(s * xk.to(tl.float32), 0), mask=cm)
             tl.store(row + K * C, tl.sum(s, 0), mask=cm)
