@@ -5,8 +5,8 @@
 At the paper's MQAR size (batch 64, L 512, d_model 128, expand 2, 2 layers, vocab 8192, fp32 with TF32
 matmuls, as mamba_scan.py): ms per training step (forward + backward + AdamW, median of --repeat after 3
 warm-ups) of softmax attention and of RG-LRU, qLSTM and GLA (GLA's scan across chunks) on each scan, as
-ratios to softmax in the same run, with the torch form, the fused linear scan (scan.fused_available) and, for
-GLA, the fused linear scan plus the fused intra-chunk decay scores (scan.decay_scores_available,
+ratios to softmax in the same run, with the torch form, the fused linear scan (scan.linear_scan_available)
+and, for GLA, the fused linear scan plus the fused intra-chunk decay scores (scan.decay_scores_available,
 decay_scores_triton); then the scan alone (forward + backward, batch 64, L 512, 256 channels) and GLA's
 chunked_decay_attention alone (batch 64, 1 head, L 512, N = P = 128) with the torch and fused scores.
 First run on the H200 on 2026-11-29: `benchmarks/README.md`, fourth round.
@@ -32,7 +32,7 @@ def main():
     args = p.parse_args()
     cfg, vocab, x, y = paper_size()
     Bt, L = x.shape
-    fused, scores, off = scan.fused_available, scan.decay_scores_available, lambda t: False
+    fused, scores, off = scan.linear_scan_available, scan.decay_scores_available, lambda t: False
     soft, _ = train_step("softmax", cfg, vocab, x, y, args.repeat)
     print(f"softmax: {soft:.2f} ms/step")
     print("| model | kernels | ms/step | × softmax | peak GiB |\n|---|---|---:|---:|---:|")
@@ -40,13 +40,13 @@ def main():
         rows = [("torch form", off, off), ("fused linear scan", fused, off)]
         rows += [("fused linear scan + decay scores", fused, scores)] if arch == "gla" else []
         for name, avail, scores_avail in rows:
-            scan.fused_available, scan.decay_scores_available = avail, scores_avail
+            scan.linear_scan_available, scan.decay_scores_available = avail, scores_avail
             ms, peak = train_step(arch, cfg, vocab, x, y, args.repeat)
             print(f"| {arch} | {name} | {ms:.2f} | {ms / soft:.2f} | {peak:.2f} |", flush=True)
-    scan.fused_available, scan.decay_scores_available = fused, scores
+    scan.linear_scan_available, scan.decay_scores_available = fused, scores
     a = torch.rand(Bt, L, 256, device="cuda", requires_grad=True)
     b = torch.randn(Bt, L, 256, device="cuda", requires_grad=True)
-    for name, fn in [("torch form", scan._LinearScan.apply), ("fused Triton", scan.fused_linear_scan)]:
+    for name, fn in [("torch form", scan._LinearScan.apply), ("fused Triton", scan.linear_scan_op)]:
         ms = timed(lambda: fn(a, b).sum().backward(), repeat=args.repeat)
         print(f"scan alone ({Bt}, {L}, 256), {name}: {ms:.3f} ms forward + backward")
     qkv = [torch.randn(Bt, 1, L, 128, device="cuda", requires_grad=True) for _ in range(3)]

@@ -15,7 +15,8 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
   the loss on CUDA is the fused per-row cross-entropy (eigsweep.cross_entropy) everywhere but in "solo 0041d10";
   "compiled, one-hot loss" / "compiled, F.cross_entropy" (--loss-forms): compiled with loss_fn's torch form
   (a one-hot comparison) or with F.cross_entropy instead, the references for the fused loss in the same run;
-  "compiled, torch conv" (--torch-conv): ShortConv on its torch form, the reference for the fused conv op.
+  "compiled, conv op" / "compiled, torch conv" (--conv-forms): ShortConv by the fused conv_triton op / by its
+  torch form (blocks.FUSED_CONV_ON_CUDA), the op and its reference in one run.
 MFU: model FLOPs of one step of the new path (counted by torch.utils.flop_counter: forward + backward, logits at
 labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
 ms/step of every registered model on the new solo path, as a ratio to softmax.
@@ -180,17 +181,17 @@ def bf16_mixer(arch: str | None, on: bool = True):
 @contextlib.contextmanager
 def step_form(form: str):
     """Code built and run inside computes the loss as ``form``: "fused" (cross_entropy.ce_rows on CUDA, the
-    default), "one-hot" (loss_fn's torch.compile form) or "F.cross_entropy"; "torch conv": the fused loss, and
-    ShortConv on its torch form instead of the conv_triton op (the reference for that op)."""
-    saved = train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.runs_fused
-    train_module.FUSED_LOSS_ON_CUDA = form in ("fused", "torch conv")
+    default), "one-hot" (loss_fn's torch.compile form) or "F.cross_entropy"; "conv op" / "torch conv": the fused
+    loss, and ShortConv by the conv_triton op / by its torch form, whatever blocks.FUSED_CONV_ON_CUDA says."""
+    saved = train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.FUSED_CONV_ON_CUDA
+    train_module.FUSED_LOSS_ON_CUDA = form in ("fused", "conv op", "torch conv")
     train_module.ONE_HOT_LOSS_WHEN_COMPILED = form != "F.cross_entropy"
-    if form == "torch conv":
-        blocks.runs_fused = lambda t: False
+    if form in ("conv op", "torch conv"):
+        blocks.FUSED_CONV_ON_CUDA = form == "conv op"
     try:
         yield
     finally:
-        train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.runs_fused = saved
+        train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.FUSED_CONV_ON_CUDA = saved
 
 
 def free(device):
@@ -222,8 +223,8 @@ def main():
                    "largest pack only")
     p.add_argument("--loss-forms", action="store_true", help="the compiled variant also with loss_fn's one-hot "
                    "form and with F.cross_entropy as the loss (the references for the fused cross-entropy)")
-    p.add_argument("--torch-conv", action="store_true", help="the compiled variant also with ShortConv on its torch "
-                   "form instead of the fused conv_triton op (the reference for that op)")
+    p.add_argument("--conv-forms", action="store_true", help="the compiled variant also with ShortConv by the "
+                   "conv_triton op and by its torch form (blocks.FUSED_CONV_ON_CUDA on / off)")
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
     p.add_argument("--solo-compiled", action="store_true", help="the first table also times each of --all-models "
                    "solo with torch.compile (a ratio to softmax compiled; EIGSWEEP_COMPILE_MODE applies)")
@@ -309,8 +310,9 @@ def main():
         if arch in args.compile and args.loss_forms:
             variants += [("compiled, one-hot loss", True, False, "one-hot"),
                          ("compiled, F.cross_entropy", True, False, "F.cross_entropy")]
-        if arch in args.compile and args.torch_conv:
-            variants += [("compiled, torch conv", True, False, "torch conv")]
+        if arch in args.compile and args.conv_forms:
+            variants += [("compiled, conv op", True, False, "conv op"),
+                         ("compiled, torch conv", True, False, "torch conv")]
         if arch in args.bf16:
             variants += [("bf16 mixer", False, True, "fused")] + ([("bf16 mixer, compiled", True, True, "fused")]
                                                                    if arch in args.compile else [])

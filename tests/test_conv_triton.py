@@ -4,8 +4,8 @@ CPU (normal suite): the op with its torch body (float64: values and gradients th
 vmapped over a pack's members with their own weights, compiled, opcheck) equals ShortConv's shifted products
 differentiated by autograd; ShortConv on CPU keeps the torch form and importing it does not import Triton. Where
 Triton is installed, the kernels run through its interpreter (TRITON_INTERPRET=1) and match. GPU (``-m gpu``):
-the same check on CUDA; ShortConv and a Mamba-2 mixer on CUDA (the op), eager and compiled, equal the same
-forced onto the torch form.
+the same check on CUDA; a Mamba-2 mixer on CUDA with the op (blocks.FUSED_CONV_ON_CUDA, off by default until
+these pass on a GPU), eager and compiled, equals the same forced onto the torch form.
 """
 
 import pytest
@@ -59,6 +59,7 @@ def test_the_op_is_the_shifted_products_with_their_gradient_vmapped_and_compiled
 
 
 def test_short_conv_on_cpu_keeps_the_torch_form_and_does_not_import_triton(monkeypatch):
+    monkeypatch.setattr(blocks, "FUSED_CONV_ON_CUDA", True)
     conv = blocks.ShortConv(6, 4).double()
     x = torch.randn(2, 9, 6, dtype=torch.float64)
     calls = []
@@ -69,10 +70,12 @@ def test_short_conv_on_cpu_keeps_the_torch_form_and_does_not_import_triton(monke
 
 
 def test_short_conv_through_the_op_equals_its_torch_form(monkeypatch):
-    """ShortConv where the op runs (CUDA: forced here on CPU, the op's torch body) against its torch form,
-    vmapped over a pack's 3 members with their own parameters, with and without the SiLU."""
+    """ShortConv where the op runs (CUDA with blocks.FUSED_CONV_ON_CUDA: forced here on CPU, the op's torch body)
+    against its torch form, vmapped over a pack's 3 members with their own parameters, with and without the
+    SiLU."""
     from torch.func import functional_call, stack_module_state
 
+    monkeypatch.setattr(blocks, "FUSED_CONV_ON_CUDA", True)
     for act in (True, False):
         torch.manual_seed(1)
         convs = [blocks.ShortConv(5, 3, activation=act).double() for _ in range(3)]
@@ -134,6 +137,7 @@ def test_mamba2_on_cuda_with_the_op_equals_the_torch_form(monkeypatch):
     u = torch.randn(2, 300, 128, device="cuda")
     params = list(m.parameters())
     outs = []
+    monkeypatch.setattr(blocks, "FUSED_CONV_ON_CUDA", True)
     for fused, compile in [(True, False), (True, True), (False, False)]:
         monkeypatch.setattr(blocks, "runs_fused", (lambda t: True) if fused else (lambda t: False))
         y = (torch.compile(m) if compile else m)(u)

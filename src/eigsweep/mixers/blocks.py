@@ -48,6 +48,12 @@ def pad_to_chunks(T: int, dim: int, *xs: torch.Tensor) -> list[torch.Tensor]:
 
 # --- convolutions and norms --------------------------------------------------------------------------
 
+# ShortConv on CUDA by the conv_triton op (conv and SiLU fused): written in the twelfth session and tested on CPU
+# and in Triton's interpreter, not yet run on a GPU, so off until its GPU tests pass and it is timed
+# (results/mqar_paper/LEDGER.md, item 0; benchmarks/throughput.py --conv-forms times it on and off)
+FUSED_CONV_ON_CUDA = False
+
+
 class ShortConv(nn.Module):
     """Depthwise causal convolution over (B, L, C), followed by SiLU unless ``activation=False``
     (Hawk's Conv1D, used by rglru and qlstm, has no activation)."""
@@ -59,7 +65,7 @@ class ShortConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.conv.weight[:, 0, :], self.conv.bias                     # (C, K), (C,)
-        if runs_fused(x):
+        if FUSED_CONV_ON_CUDA and runs_fused(x):
             # CUDA with Triton: the conv and its SiLU as one op (conv_triton), eagerly and under torch.compile
             return causal_conv(x, w, b, self.activation)
         # CUDA without Triton, eagerly: one grouped convolution; under torch.compile, and on CPU, the K products

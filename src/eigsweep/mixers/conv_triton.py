@@ -17,8 +17,8 @@ The op ``causal_conv_stacked`` takes a pack's members stacked in front: x (M, B,
 ``causal_conv`` is one model's call (M = 1), and the vmap rules fold a vmapped call into the stacked form, so a
 pack is one launch. It has an autograd formula and fake impls (torch.compile keeps it as one call). Its body
 off CUDA, or without Triton, is the torch form (ShortConv's shifted products, per member); `blocks.ShortConv`
-calls the op only where its kernels would run (CUDA, Triton installed), eagerly and compiled. Not yet timed on
-a GPU (benchmarks/README.md, twelfth session).
+calls the op only where its kernels would run (CUDA, Triton installed), eagerly and compiled, and only with
+`blocks.FUSED_CONV_ON_CUDA` on: off until the kernels have run on a GPU (benchmarks/README.md, twelfth session).
 """
 from __future__ import annotations
 

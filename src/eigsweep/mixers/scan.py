@@ -1,8 +1,8 @@
 """The scan kernels of the mixers: every parallel or chunked form of h_i = Λ_i h_{i-1} + x_i lives here.
 
 - ``linear_scan``: element-wise h_i = a_i ⊙ h_{i-1} + b_i (Mamba-1, RG-LRU, qLSTM, GLA across chunks), a
-  log-depth parallel scan with a hand-written backward (memory: a few tensors of b's size); on CUDA in eager
-  mode the one-pass Triton scan of ``linear_scan_triton``;
+  log-depth parallel scan with a hand-written backward (memory: a few tensors of b's size); on CUDA the
+  one-pass Triton scan of ``linear_scan_triton`` (as the op ``linear_scan_op``, eagerly and compiled);
 - ``diagonal_scan``/``causal_fft_conv``: the same for a constant diagonal λ, by FFT (S5, LRU, S4, S4D);
 - ``chunked_linear_attention``: Σ_{j≤i} (q_i·k_j) v_j (linear and norm attention);
 - ``chunked_decay_attention``: decay per token and key channel (GLA; CUDA: ``decay_scores_triton``) or head (RetNet);
@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from eigsweep.mixers.blocks import causal_mask, pad_to_chunks
 from eigsweep.mixers.decay_scores_triton import decay_scores, reference_scores
+from eigsweep.mixers import linear_scan_triton
 from eigsweep.mixers.triton_support import runs_fused as decay_scores_available
-from eigsweep.mixers.linear_scan_triton import fused_available, fused_linear_scan
+from eigsweep.mixers.triton_support import runs_fused as linear_scan_available
 
 
 # --- element-wise linear recurrence ------------------------------------------------------------------
@@ -50,6 +51,15 @@ def _scan(a: torch.Tensor, b: torch.Tensor, T: int = 8) -> torch.Tensor:
     return h.reshape(B, n * T, *rest)[:, :L]
 
 
+def _scan_backward(a: torch.Tensor, h: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dL/da, dL/db) of h = scan(a, b) for dL/dh = g: the adjoint G_i = g_i + a_{i+1} G_{i+1} (a reverse
+    scan); dL/db = G, dL/da_i = G_i h_{i-1}."""
+    a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
+    G = _scan(a_next.flip(1), g.flip(1)).flip(1)
+    h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
+    return G * h_prev, G
+
+
 class _LinearScan(torch.autograd.Function):
     generate_vmap_rule = True
 
@@ -63,20 +73,75 @@ class _LinearScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        a, h = ctx.saved_tensors
-        # adjoint: G_i = g_i + a_{i+1} G_{i+1} (a reverse scan); dL/db = G, dL/da_i = G_i h_{i-1}
-        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
-        G = _scan(a_next.flip(1), g.flip(1)).flip(1)
-        h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
-        return G * h_prev, G
+        return _scan_backward(*ctx.saved_tensors, g)
+
+
+@torch.library.custom_op("eigsweep::linear_scan", mutates_args=())
+def linear_scan_op(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """h (batch, L, ...) in b's dtype for a, b of one shape, time on dim 1: the fused kernels of
+    linear_scan_triton where they run, the torch form otherwise. An op torch.compile keeps as one call."""
+    if linear_scan_triton.fused_available(b):
+        return linear_scan_triton.fused_scan(a, b)
+    return _scan(a, b).to(b.dtype).contiguous()
+
+
+@linear_scan_op.register_fake
+def _(a, b):
+    return b.new_empty(b.shape)
+
+
+@torch.library.custom_op("eigsweep::linear_scan_backward", mutates_args=())
+def linear_scan_backward(a: torch.Tensor, h: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dL/da, dL/db) in a's and h's dtypes (_scan_backward)."""
+    if linear_scan_triton.fused_available(h):
+        return linear_scan_triton.fused_scan_backward(a, h, g)
+    da, db = _scan_backward(a, h, g)
+    return da.to(a.dtype).contiguous(), db.to(h.dtype).contiguous()
+
+
+@linear_scan_backward.register_fake
+def _(a, h, g):
+    return a.new_empty(a.shape), h.new_empty(h.shape)
+
+
+def _scan_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], output)
+
+
+def _scan_op_backward(ctx, g):
+    return linear_scan_backward(*ctx.saved_tensors, g)
+
+
+linear_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_setup_context)
+
+
+def _folded(info, in_dims, *tensors):
+    """A vmapped call's tensors with the vmapped dim folded into the batch (nothing per member to keep apart:
+    a pack is one launch), and the shape to unfold the results with."""
+    front = [t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
+             for t, d in zip(tensors, in_dims)]
+    return [t.flatten(0, 1) for t in front], front[0].shape[:2]
+
+
+@linear_scan_op.register_vmap
+def _(info, in_dims, a, b):
+    (a, b), lead = _folded(info, in_dims, a, b)
+    return linear_scan_op(a, b).unflatten(0, lead), 0
+
+
+@linear_scan_backward.register_vmap
+def _(info, in_dims, a, h, g):
+    (a, h, g), lead = _folded(info, in_dims, a, h, g)
+    return tuple(d.unflatten(0, lead) for d in linear_scan_backward(a, h, g)), (0, 0)
 
 
 def linear_scan(a: torch.Tensor, b: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """h_i = a_i ⊙ h_{i-1} + b_i along ``dim`` (time), h_{-1} = 0, for real a, b broadcastable to one shape
-    (..., L, ...); returns h of that shape. On CUDA (float32/16, eager) the fused Triton scan of
-    linear_scan_triton, else the torch form below."""
+    (..., L, ...); returns h of that shape. On CUDA (float32/16, Triton installed; eagerly and compiled) the
+    op with the fused Triton scan of linear_scan_triton, else the torch form above, differentiated by its own
+    backward."""
     a, b = (t.movedim(dim, 1) for t in torch.broadcast_tensors(a, b))
-    scan = fused_linear_scan if fused_available(b) else _LinearScan.apply
+    scan = linear_scan_op if linear_scan_available(b) else _LinearScan.apply
     return scan(a, b).movedim(1, dim)
 
 

@@ -37,9 +37,3 @@ def fused(t: torch.Tensor, kernels) -> bool:
     """True where a fused kernel can run for tensors like t: CUDA, a float type below float64, Triton importable
     (``kernels()`` is not None)."""
     return t.is_cuda and t.dtype in FUSED_DTYPES and kernels() is not None
-
-
-def eager_fused(t: torch.Tensor, kernels) -> bool:
-    """``fused``, and not inside torch.compile (whose traced graph keeps the torch form; checked first, so that
-    Dynamo never traces the lazy Triton import)."""
-    return not torch.compiler.is_compiling() and fused(t, kernels)
