@@ -37,6 +37,11 @@ def assert_importing_does_not_import_triton(*modules: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |got − ref| over max |ref|, in float64 (a fused kernel's float32 result against a reference)."""
+    return ((got.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
 def run_in_triton_interpreter(module: str, call: str) -> None:
     """Runs ``module.call`` (a check of a test module beside this file) in a fresh Python with
     TRITON_INTERPRET=1, where Triton runs its kernels on CPU tensors; skips where Triton is not installed."""

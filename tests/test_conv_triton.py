@@ -17,7 +17,7 @@ from eigsweep.config import ModelConfig
 from eigsweep.mixers import blocks
 from eigsweep.mixers import conv_triton as ct
 from eigsweep.mixers.mamba2 import Mamba2
-from conftest import assert_importing_does_not_import_triton, run_in_triton_interpreter
+from conftest import assert_importing_does_not_import_triton, relative_error, run_in_triton_interpreter
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available() or ct._triton() is None, reason="needs CUDA and Triton")
 
@@ -33,10 +33,6 @@ def inputs(M, B, L, C, K, device="cpu", seed=0):
 def torch_form(x, w, b, silu):
     """ShortConv's torch form for each member, differentiated by autograd."""
     return ct.reference_conv(x, w, b, silu)
-
-
-def relative_error(got, ref) -> float:
-    return ((got.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
 
 
 def test_the_op_is_the_shifted_products_with_their_gradient_vmapped_and_compiled():

@@ -13,7 +13,7 @@ from torch.func import vmap
 from eigsweep.config import ModelConfig
 from eigsweep.mixers import inverse_triton as inv
 from eigsweep.mixers.s4 import S4
-from conftest import assert_importing_does_not_import_triton, run_in_triton_interpreter
+from conftest import assert_importing_does_not_import_triton, relative_error, run_in_triton_interpreter
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available() or inv._triton() is None, reason="needs CUDA and Triton")
 
@@ -30,10 +30,6 @@ def s4_matrices(n_state: int, channels: int, seed: int, strength: float, device=
         m.log_dt.copy_(torch.linspace(-6.9, 0.0, channels, dtype=torch.float64))
     dt = torch.exp(m.log_dt)[:, None, None]
     return (torch.eye(n_state, dtype=torch.float64) - dt / 2 * m.state_matrix()).detach().to(device)
-
-
-def relative_error(got, ref) -> float:
-    return ((got.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
 
 
 def test_the_op_is_the_inverse_with_its_gradient():

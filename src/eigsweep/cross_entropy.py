@@ -22,7 +22,7 @@ import functools
 import torch
 
 from eigsweep.mixers import triton_support
-from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2
+from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2, vmapped_first
 
 IGNORE = -100
 # launch shapes, the fastest of benchmarks/cross_entropy_kernels.py on an H200 (32 × 4096 × 8192 bf16 logits):
@@ -121,20 +121,14 @@ def _backward(ctx, grad_nll, grad_lse):
 ce_rows.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _batched(info, in_dims, *tensors):
-    """Each tensor with its vmapped dimension first (broadcast where it has none)."""
-    return [t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
-            for t, d in zip(tensors, in_dims)]
-
-
 @ce_rows.register_vmap
 def _(info, in_dims, z, bias, y):
-    return ce_rows(*_batched(info, in_dims, z, bias, y)), (0, 0)     # one call on (P, N, V), (P, V), (P, N)
+    return ce_rows(*vmapped_first(info, in_dims, z, bias, y)), (0, 0)     # one call on (P, N, V), (P, V), (P, N)
 
 
 @ce_rows_backward.register_vmap
 def _(info, in_dims, grad, z, bias, y, lse):
-    return ce_rows_backward(*_batched(info, in_dims, grad, z, bias, y, lse)), (0, 0)
+    return ce_rows_backward(*vmapped_first(info, in_dims, grad, z, bias, y, lse)), (0, 0)
 
 
 def fused_rows(z, bias, y) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from eigsweep.mixers.triton_support import build_kernels, fused
+from eigsweep.mixers.triton_support import build_kernels, fused, vmapped_first
 
 BLOCK_T, BLOCK_C, NUM_WARPS = 32, 128, 4     # a program: 32 time steps × 128 channels of one sequence
 
@@ -120,8 +120,7 @@ causal_conv_stacked.register_autograd(_backward, setup_context=_setup_context)
 def _stacked(info, in_dims, x, *params):
     """A vmapped call in the stacked form: the vmapped dim folded into the members (x: (V, M, B, L, C) →
     (V·M, B, L, C)), parameters without one broadcast."""
-    V = info.batch_size
-    x, *params = [t.movedim(d, 0) if d is not None else t.expand(V, *t.shape) for t, d in zip((x, *params), in_dims)]
+    x, *params = vmapped_first(info, in_dims, x, *params)
     return x.flatten(0, 1), [p.flatten(0, 1) for p in params], x.shape[:2]
 
 

@@ -30,7 +30,7 @@ import types
 import torch
 
 from eigsweep.mixers.blocks import causal_mask
-from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2
+from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2, vmapped_first
 
 BLOCK_N = 32        # key channels per step: a (T, T, 32) tile, 8192 floats for T = 16
 NUM_WARPS = 4
@@ -105,21 +105,14 @@ def _backward(ctx, dS):
 decay_scores.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _batched(info, in_dims, *tensors):
-    """Each tensor with its vmapped dimension first (broadcast where it has none): a pack's members become more
-    chunks of one launch."""
-    return [t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
-            for t, d in zip(tensors, in_dims)]
-
-
 @decay_scores.register_vmap
 def _(info, in_dims, q, k, g):
-    return decay_scores(*_batched(info, in_dims, q, k, g)), 0
+    return decay_scores(*vmapped_first(info, in_dims, q, k, g)), 0   # members: more chunks
 
 
 @decay_scores_backward.register_vmap
 def _(info, in_dims, q, k, g, dS):
-    return decay_scores_backward(*_batched(info, in_dims, q, k, g, dS)), (0, 0, 0)
+    return decay_scores_backward(*vmapped_first(info, in_dims, q, k, g, dS)), (0, 0, 0)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:

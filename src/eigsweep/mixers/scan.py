@@ -20,6 +20,7 @@ from eigsweep.mixers.decay_scores_triton import decay_scores, reference_scores
 from eigsweep.mixers import linear_scan_triton
 from eigsweep.mixers.triton_support import runs_fused as decay_scores_available
 from eigsweep.mixers.triton_support import runs_fused as linear_scan_available
+from eigsweep.mixers.triton_support import vmapped_first
 
 
 # --- element-wise linear recurrence ------------------------------------------------------------------
@@ -118,8 +119,7 @@ linear_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_setup_co
 def _folded(info, in_dims, *tensors):
     """A vmapped call's tensors with the vmapped dim folded into the batch (nothing per member to keep apart:
     a pack is one launch), and the shape to unfold the results with."""
-    front = [t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
-             for t, d in zip(tensors, in_dims)]
+    front = vmapped_first(info, in_dims, *tensors)
     return [t.flatten(0, 1) for t in front], front[0].shape[:2]
 
 
@@ -237,9 +237,10 @@ def ssd_chunked(X, log_lam, Bm, Cm, chunk):
     n = X.shape[1] // T
     X = X.reshape(b, n, T, H, P)
     Bm, Cm = Bm.reshape(b, n, T, N), Cm.reshape(b, n, T, N)
-    a_cum = log_lam.reshape(b, n, T, H).cumsum(dim=2)                    # (b, n, T, H)
+    log_lam = log_lam.reshape(b, n, T, H)
+    a_cum = log_lam.cumsum(dim=2)                                        # (b, n, T, H)
     # inside each chunk: y_i = Σ_{j≤i} (C_i·B_j) exp(a_{j+1}+…+a_i) X_j, a T × T matrix per head
-    a = log_lam.reshape(b, n, T, H).permute(0, 3, 1, 2)                 # (b, H, n, T)
+    a = log_lam.permute(0, 3, 1, 2)                                      # (b, H, n, T)
     scores = (Cm @ Bm.transpose(-1, -2))[:, None] * torch.exp(segsum(a))   # (b, H, n, T, T)
     y = (scores @ X.permute(0, 3, 1, 2, 4)).permute(0, 2, 3, 1, 4)     # (b, n, T, H, P)
     # state at the end of each chunk from that chunk's inputs alone: Σ_j B_j (exp(a_{j+1..T}) X_j)ᵀ

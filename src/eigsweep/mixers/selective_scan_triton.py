@@ -33,7 +33,7 @@ import types
 
 import torch
 
-from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2
+from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2, vmapped_first
 
 CHUNK = 16          # tokens between checkpoints (memory: B·L·D·N / CHUNK floats saved for backward)
 # per kernel: channels per program (BLOCK_D; the state tile is BLOCK_D × next_pow2(N) floats in registers) and
@@ -135,9 +135,7 @@ class _FusedScan(torch.autograd.Function):
     @staticmethod
     def vmap(info, in_dims, x, dt, A, B, C, save):
         """A pack's members folded into the batch, member-major; their A's become the groups."""
-        front = [t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
-                 for t, d in zip((x, dt, A, B, C), in_dims)]
-        x, dt, A, B, C = front
+        x, dt, A, B, C = vmapped_first(info, in_dims, x, dt, A, B, C)
         x, dt, B, C = (t.flatten(0, 1) for t in (x, dt, B, C))
         if A.dim() == 4:                 # members of groups (nested vmap): every group its own A
             A = A.flatten(0, 1)

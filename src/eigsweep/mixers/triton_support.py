@@ -1,4 +1,5 @@
-"""Triton, imported on first use only: CI has no GPU and may have no Triton, and importing a mixer never imports it."""
+"""Triton, imported on first use only: CI has no GPU and may have no Triton, and importing a mixer never imports it.
+Also what the fused ops share: the dispatch checks and their vmap rules' first step."""
 from __future__ import annotations
 
 import importlib.util
@@ -21,6 +22,13 @@ def runs_fused(t: torch.Tensor) -> bool:
 def next_pow2(n: int) -> int:
     """The smallest power of 2 ≥ n (1 for n ≤ 1): Triton block sizes (tl.arange needs powers of 2)."""
     return 1 << max(0, n - 1).bit_length()
+
+
+def vmapped_first(info, in_dims, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """A vmap rule's tensors, each with its vmapped dimension first (expanded to the batch size where it has
+    none): the form in which the fused ops take a pack's members, as more rows, chunks or samples of one launch."""
+    return [t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
+            for t, d in zip(tensors, in_dims)]
 
 
 def build_kernels(build):
