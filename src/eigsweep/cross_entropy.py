@@ -23,8 +23,8 @@ import torch
 
 from eigsweep.mixers import triton_support
 from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2, vmapped_first
+from eigsweep.tasks.base import IGNORE
 
-IGNORE = -100
 # launch shapes, the fastest of benchmarks/cross_entropy_kernels.py on an H200 (32 × 4096 × 8192 bf16 logits):
 # forward: rows a program, columns a step of the online log-sum-exp, warps (0.67 ms: 75% of a copy's rate);
 # backward: rows a program, rows a tile, columns a program, warps (1.21 ms: 83%)

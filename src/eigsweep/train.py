@@ -28,6 +28,7 @@ from eigsweep.config import RunSpec
 from eigsweep.jobs import load_checkpoint_or_none, save_checkpoint
 from eigsweep.model import build_model
 from eigsweep.results import build_result, write_atomic
+from eigsweep.tasks.base import IGNORE
 
 log = logging.getLogger("eigsweep.train")
 
@@ -131,7 +132,7 @@ def labelled_positions(y: torch.Tensor):
     targets (N,), and token targets labelled at over half the positions → (None, y)."""
     if y.dim() != 2:
         return None, y
-    mask = y != -100
+    mask = y != IGNORE
     k = max(1, int(mask.sum(1).max()))
     if 2 * k > y.shape[1]:   # mostly labelled (language modelling): all positions, no index tensor
         return None, y
@@ -158,7 +159,7 @@ def head_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, y: torc
     z = F.linear(h, weight)
     y = y.reshape(-1)
     nll, _ = cross_entropy.ce_rows(z.reshape(-1, z.shape[-1]), bias, y)
-    return nll.sum() / (y != -100).sum()         # all ignored: 0/0 = NaN, as F.cross_entropy
+    return nll.sum() / (y != IGNORE).sum()         # all ignored: 0/0 = NaN, as F.cross_entropy
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -170,10 +171,10 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     F.cross_entropy. The two agree in float64 (tests/test_training.py)."""
     logits, y = flat_logits(logits), y.reshape(-1)
     if not (ONE_HOT_LOSS_WHEN_COMPILED and torch.compiler.is_compiling()):
-        return F.cross_entropy(logits, y, ignore_index=-100)
+        return F.cross_entropy(logits, y, ignore_index=IGNORE)
     onehot = torch.arange(logits.shape[-1], device=logits.device) == y[:, None]   # (N, classes), never stored
     nll = torch.logsumexp(logits, -1) - torch.where(onehot, logits, 0).sum(-1)
-    valid = y != -100
+    valid = y != IGNORE
     return torch.where(valid, nll, 0).sum() / valid.sum()      # all ignored: 0/0 = NaN, as F.cross_entropy
 
 
@@ -184,8 +185,8 @@ def autocast(device: torch.device):
 def eval_sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(summed loss, correct, labelled count) of one batch, as one tensor (no host synchronisation)."""
     logits, y = flat_logits(logits), y.reshape(-1)
-    mask = y != -100
-    loss = F.cross_entropy(logits, y, ignore_index=-100, reduction="sum")
+    mask = y != IGNORE
+    loss = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum")
     return torch.stack([loss, ((logits.argmax(-1) == y) & mask).sum().to(loss.dtype), mask.sum().to(loss.dtype)])
 
 

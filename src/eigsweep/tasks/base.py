@@ -15,6 +15,8 @@ from eigsweep.config import SETTINGS, ConfigError, error_lines
 if TYPE_CHECKING:
     import torch
 
+IGNORE = -100      # the label of a position without one (F.cross_entropy's ignore_index; the losses skip it)
+
 
 @dataclass
 class TaskData:
@@ -22,7 +24,7 @@ class TaskData:
     then early-stops on it and the learning rate is chosen on it; the test split is only reported).
 
     Inputs are token ids (N, L) long, or continuous features (N, L, input_dim) float.
-    ``target`` is "token" (labels (N, L), −100 where unlabelled; next-token or per-position targets) or
+    ``target`` is "token" (labels (N, L), IGNORE (−100) where unlabelled; next-token or per-position targets) or
     "sequence" (labels (N,), one class per sequence, the model pools before its head).
     """
     train_x: torch.Tensor

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from eigsweep.config import ConfigError, Count, Int, PosInt
-from eigsweep.tasks.base import Params, Task, TaskData
+from eigsweep.tasks.base import IGNORE, Params, Task, TaskData
 
 
 class InductionParams(Params):
@@ -39,7 +39,7 @@ def generate_induction(n: int, seq_len: int, n_values: int, seed: int):
     rows = np.arange(n)
     x[rows, p] = trigger
     x[:, -1] = trigger
-    y = np.full((n, seq_len), -100, dtype=np.int64)
+    y = np.full((n, seq_len), IGNORE, dtype=np.int64)
     y[:, -1] = x[rows, p + 1]
     return torch.from_numpy(x), torch.from_numpy(y)
 

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import model_validator
 
 from eigsweep.config import Bool, ConfigError, Count, PosInt, Real
-from eigsweep.tasks.base import Params, Task, TaskData
+from eigsweep.tasks.base import IGNORE, Params, Task, TaskData
 
 
 def size_problem(vocab_size: int, seq_len: int, num_kv_pairs: int) -> tuple[str, str] | None:
@@ -89,7 +89,7 @@ def generate_mqar(n: int, vocab_size: int, seq_len: int, num_kv_pairs: int, powe
     rows = np.arange(n)[:, None]
     query_pos = context + 2 * gaps
     inputs[rows, query_pos] = keys
-    labels = np.full((n, L), -100, dtype=np.int64)
+    labels = np.full((n, L), IGNORE, dtype=np.int64)
     labels[rows, query_pos] = values
     if random_non_queries:
         zero = inputs == 0

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import model_validator
 
 from eigsweep.config import ConfigError, Count, PosInt
-from eigsweep.tasks.base import Params, Task, TaskData
+from eigsweep.tasks.base import IGNORE, Params, Task, TaskData
 
 
 class SelectiveCopyParams(Params):
@@ -45,7 +45,7 @@ def generate_selective_copy(n: int, context_len: int, n_memorize: int, n_values:
     x = np.zeros((n, L), dtype=np.int64)
     np.put_along_axis(x, pos, data, axis=1)
     x[:, context_len:] = n_values + 1
-    y = np.full((n, L), -100, dtype=np.int64)
+    y = np.full((n, L), IGNORE, dtype=np.int64)
     y[:, context_len:] = data
     return torch.from_numpy(x), torch.from_numpy(y)
 
