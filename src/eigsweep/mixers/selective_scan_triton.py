@@ -178,11 +178,12 @@ def _build_kernels(triton, tl):
                 tl.store(ck_ptr + (b * n_chunks + c) * D * N + tile, h, mask=m2)
             for t in range(c * CHUNK, tl.minimum(L, (c + 1) * CHUNK)):
                 dt, x, Bv, Cv = dt_n, x_n, B_n, C_n
-                nxt = t + 1 < L
-                dt_n = tl.load(dt_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
-                x_n = tl.load(x_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
-                B_n = tl.load(B_ptr + bn + (t + 1) * N, mask=mn & nxt, other=0.0)
-                C_n = tl.load(C_ptr + bn + (t + 1) * N, mask=mn & nxt, other=0.0)
+                nd = md & (tl.full((BLOCK_D,), t + 1, tl.int32) < L)        # block masks (the interpreter
+                nn = mn & (tl.full((BLOCK_N,), t + 1, tl.int32) < L)        # takes no scalar ones)
+                dt_n = tl.load(dt_ptr + xd + (t + 1) * D, mask=nd, other=0.0)
+                x_n = tl.load(x_ptr + xd + (t + 1) * D, mask=nd, other=0.0)
+                B_n = tl.load(B_ptr + bn + (t + 1) * N, mask=nn, other=0.0)
+                C_n = tl.load(C_ptr + bn + (t + 1) * N, mask=nn, other=0.0)
                 h = tl.exp2(dt[:, None] * A2) * h + (dt * x)[:, None] * Bv[None, :]
                 tl.store(y_ptr + xd + t * D, tl.sum(h * Cv[None, :], axis=1), mask=md)
 
@@ -219,10 +220,11 @@ def _build_kernels(triton, tl):
             B_n = tl.load(B_ptr + bn + t0 * N, mask=mn, other=0.0)
             for t in range(t0, t1):                                        # recompute the chunk's states
                 dt, x, Bv = dt_n, x_n, B_n
-                nxt = t + 1 < t1
-                dt_n = tl.load(dt_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
-                x_n = tl.load(x_ptr + xd + (t + 1) * D, mask=md & nxt, other=0.0)
-                B_n = tl.load(B_ptr + bn + (t + 1) * N, mask=mn & nxt, other=0.0)
+                nd = md & (tl.full((BLOCK_D,), t + 1, tl.int32) < t1)
+                dt_n = tl.load(dt_ptr + xd + (t + 1) * D, mask=nd, other=0.0)
+                x_n = tl.load(x_ptr + xd + (t + 1) * D, mask=nd, other=0.0)
+                B_n = tl.load(B_ptr + bn + (t + 1) * N, mask=mn & (tl.full((BLOCK_N,), t + 1, tl.int32) < t1),
+                              other=0.0)
                 h = tl.exp(dt[:, None] * A) * h + (dt * x)[:, None] * Bv[None, :]
                 tl.store(buf + (t - t0 + 1) * SLOT, h)
             tl.debug_barrier()                                             # buffer written before it is read
@@ -236,13 +238,14 @@ def _build_kernels(triton, tl):
             for j in range(0, t1 - t0):                                    # then backwards in time
                 t = t1 - 1 - j
                 dt, x, g, Bv, Cv, hp = dt_n, x_n, g_n, B_n, C_n, hp_n      # hp = h_{t-1}
-                prv = t > t0
-                dt_n = tl.load(dt_ptr + xd + (t - 1) * D, mask=md & prv, other=0.0)
-                x_n = tl.load(x_ptr + xd + (t - 1) * D, mask=md & prv, other=0.0)
-                g_n = tl.load(dy_ptr + xd + (t - 1) * D, mask=md & prv, other=0.0)
-                B_n = tl.load(B_ptr + bn + (t - 1) * N, mask=mn & prv, other=0.0)
-                C_n = tl.load(C_ptr + bn + (t - 1) * N, mask=mn & prv, other=0.0)
-                hp_n = tl.load(buf + (t - t0 - 1) * SLOT, mask=m2 & prv, other=0.0)
+                prev_d = md & (tl.full((BLOCK_D,), t, tl.int32) > t0)
+                prev_n = mn & (tl.full((BLOCK_N,), t, tl.int32) > t0)
+                dt_n = tl.load(dt_ptr + xd + (t - 1) * D, mask=prev_d, other=0.0)
+                x_n = tl.load(x_ptr + xd + (t - 1) * D, mask=prev_d, other=0.0)
+                g_n = tl.load(dy_ptr + xd + (t - 1) * D, mask=prev_d, other=0.0)
+                B_n = tl.load(B_ptr + bn + (t - 1) * N, mask=prev_n, other=0.0)
+                C_n = tl.load(C_ptr + bn + (t - 1) * N, mask=prev_n, other=0.0)
+                hp_n = tl.load(buf + (t - t0 - 1) * SLOT, mask=prev_d[:, None] & prev_n[None, :], other=0.0)
                 a = tl.exp(dt[:, None] * A)
                 dtx = dt * x
                 h = a * hp + dtx[:, None] * Bv[None, :]
