@@ -24,10 +24,14 @@ def main():
     p.add_argument("--solo", action="store_true", help="profile the solo path (Trainer.train_step), not a pack")
     p.add_argument("--sort", choices=["device", "cpu"], default="device",
                    help="rows by GPU time (default) or by host time (a host-bound step: where its launches go)")
+    p.add_argument("--conv-op", action="store_true", help="ShortConv by the conv_triton op "
+                   "(blocks.FUSED_CONV_ON_CUDA on)")
     args, rest = p.parse_known_args()
     bench = tp.argparse.Namespace(vocab=8192, seq_len=512, kv=64, n_train=4096, d_model=128, layers=2, d_state=128,
                                   batch=64, device="cuda")
     tp.cache_task_data()
+    if args.conv_op:
+        tp.blocks.FUSED_CONV_ON_CUDA = True
     for arch in args.models:
         if args.solo:
             pack = tp.Trainer(tp.make_spec(bench, arch), compile=args.compile)
@@ -42,7 +46,7 @@ def main():
                 pack.train_step()
             torch.cuda.synchronize()
         print(f"## {arch}, {'solo' if args.solo else f'pack of {args.members}'}, 3 steps"
-              f"{', compiled' if args.compile else ''}")
+              f"{', compiled' if args.compile else ''}{', conv op' if args.conv_op else ''}")
         try:
             table = prof.key_averages().table(sort_by=f"self_{args.sort}_time_total", row_limit=args.rows,
                                               max_name_column_width=70)

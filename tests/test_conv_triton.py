@@ -4,8 +4,8 @@ CPU (normal suite): the op with its torch body (float64: values and gradients th
 vmapped over a pack's members with their own weights, compiled, opcheck) equals ShortConv's shifted products
 differentiated by autograd; ShortConv on CPU keeps the torch form and importing it does not import Triton. Where
 Triton is installed, the kernels run through its interpreter (TRITON_INTERPRET=1) and match. GPU (``-m gpu``):
-the same check on CUDA; a Mamba-2 mixer on CUDA with the op (blocks.FUSED_CONV_ON_CUDA, off by default until
-these pass on a GPU), eager and compiled, equals the same forced onto the torch form.
+the same check on CUDA; a Mamba-2 mixer on CUDA with the op (blocks.FUSED_CONV_ON_CUDA, on by default since
+these passed on a GPU), eager and compiled, equals the same forced onto the torch form.
 """
 
 import pytest

@@ -48,10 +48,10 @@ def pad_to_chunks(T: int, dim: int, *xs: torch.Tensor) -> list[torch.Tensor]:
 
 # --- convolutions and norms --------------------------------------------------------------------------
 
-# ShortConv on CUDA by the conv_triton op (conv and SiLU fused): written in the twelfth session and tested on CPU
-# and in Triton's interpreter, not yet run on a GPU, so off until its GPU tests pass and it is timed
-# (results/mqar_paper/LEDGER.md, item 0; benchmarks/throughput.py --conv-forms times it on and off)
-FUSED_CONV_ON_CUDA = False
+# ShortConv on CUDA by the conv_triton op (conv and SiLU fused): its GPU tests passed on an H200 and a compiled
+# Mamba-2 pack of 32 ran 352 run-steps/s with it against 339 with the torch form in the same run
+# (benchmarks/README.md, thirteenth session; benchmarks/throughput.py --conv-forms times it on and off)
+FUSED_CONV_ON_CUDA = True
 
 
 class ShortConv(nn.Module):

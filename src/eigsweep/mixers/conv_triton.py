@@ -18,7 +18,8 @@ The op ``causal_conv_stacked`` takes a pack's members stacked in front: x (M, B,
 pack is one launch. It has an autograd formula and fake impls (torch.compile keeps it as one call). Its body
 off CUDA, or without Triton, is the torch form (ShortConv's shifted products, per member); `blocks.ShortConv`
 calls the op only where its kernels would run (CUDA, Triton installed), eagerly and compiled, and only with
-`blocks.FUSED_CONV_ON_CUDA` on: off until the kernels have run on a GPU (benchmarks/README.md, twelfth session).
+`blocks.FUSED_CONV_ON_CUDA` on (on since its GPU tests passed and it was timed: benchmarks/README.md, thirteenth
+session).
 """
 from __future__ import annotations
 
