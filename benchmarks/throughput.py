@@ -16,7 +16,9 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
   "compiled, one-hot loss" / "compiled, F.cross_entropy" (--loss-forms): compiled with loss_fn's torch form
   (a one-hot comparison) or with F.cross_entropy instead, the references for the fused loss in the same run;
   "compiled, conv op" / "compiled, torch conv" (--conv-forms): ShortConv by the fused conv_triton op / by its
-  torch form (blocks.FUSED_CONV_ON_CUDA), the op and its reference in one run.
+  torch form (blocks.FUSED_CONV_ON_CUDA), the op and its reference in one run;
+  "compiled, SSD op" / "compiled, torch SSD" (--ssd-forms): Mamba-2's SSD by the ssd_triton kernels (scan.ssd_op)
+  / by scan.ssd_chunked's torch form.
 MFU: model FLOPs of one step of the new path (counted by torch.utils.flop_counter: forward + backward, logits at
 labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
 ms/step of every registered model on the new solo path, as a ratio to softmax.
@@ -38,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from eigsweep import model as model_module
 from eigsweep import train as train_module
 from eigsweep import registry
-from eigsweep.mixers import blocks
+from eigsweep.mixers import blocks, scan
 from eigsweep.config import EvalConfig, ModelConfig, RunSpec, TrainConfig
 from eigsweep.pack import Pack
 from eigsweep.train import Trainer, lr_factor
@@ -182,16 +184,22 @@ def bf16_mixer(arch: str | None, on: bool = True):
 def step_form(form: str):
     """Code built and run inside computes the loss as ``form``: "fused" (cross_entropy.ce_rows on CUDA, the
     default), "one-hot" (loss_fn's torch.compile form) or "F.cross_entropy"; "conv op" / "torch conv": the fused
-    loss, and ShortConv by the conv_triton op / by its torch form, whatever blocks.FUSED_CONV_ON_CUDA says."""
-    saved = train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.FUSED_CONV_ON_CUDA
-    train_module.FUSED_LOSS_ON_CUDA = form in ("fused", "conv op", "torch conv")
+    loss, and ShortConv by the conv_triton op / by its torch form, whatever blocks.FUSED_CONV_ON_CUDA says;
+    "SSD op" / "torch SSD": the fused loss, and Mamba-2's SSD by scan.ssd_op / by its torch form
+    (scan.FUSED_SSD_ON_CUDA on / off)."""
+    saved = (train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.FUSED_CONV_ON_CUDA,
+             scan.FUSED_SSD_ON_CUDA)
+    train_module.FUSED_LOSS_ON_CUDA = form in ("fused", "conv op", "torch conv", "SSD op", "torch SSD")
     train_module.ONE_HOT_LOSS_WHEN_COMPILED = form != "F.cross_entropy"
     if form in ("conv op", "torch conv"):
         blocks.FUSED_CONV_ON_CUDA = form == "conv op"
+    if form in ("SSD op", "torch SSD"):
+        scan.FUSED_SSD_ON_CUDA = form == "SSD op"
     try:
         yield
     finally:
-        train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.FUSED_CONV_ON_CUDA = saved
+        (train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.FUSED_CONV_ON_CUDA,
+         scan.FUSED_SSD_ON_CUDA) = saved
 
 
 def free(device):
@@ -225,6 +233,8 @@ def main():
                    "form and with F.cross_entropy as the loss (the references for the fused cross-entropy)")
     p.add_argument("--conv-forms", action="store_true", help="the compiled variant also with ShortConv by the "
                    "conv_triton op and by its torch form (blocks.FUSED_CONV_ON_CUDA on / off)")
+    p.add_argument("--ssd-forms", action="store_true", help="the compiled variant also with Mamba-2's SSD by the "
+                   "ssd_triton kernels and by its torch form (scan.FUSED_SSD_ON_CUDA on / off)")
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
     p.add_argument("--solo-compiled", action="store_true", help="the first table also times each of --all-models "
                    "solo with torch.compile (a ratio to softmax compiled; EIGSWEEP_COMPILE_MODE applies)")
@@ -313,6 +323,9 @@ def main():
         if arch in args.compile and args.conv_forms:
             variants += [("compiled, conv op", True, False, "conv op"),
                          ("compiled, torch conv", True, False, "torch conv")]
+        if arch in args.compile and args.ssd_forms:
+            variants += [("compiled, SSD op", True, False, "SSD op"),
+                         ("compiled, torch SSD", True, False, "torch SSD")]
         if arch in args.bf16:
             variants += [("bf16 mixer", False, True, "fused")] + ([("bf16 mixer, compiled", True, True, "fused")]
                                                                    if arch in args.compile else [])

@@ -6,7 +6,8 @@
 - ``diagonal_scan``/``causal_fft_conv``: the same for a constant diagonal λ, by FFT (S5, LRU, S4, S4D);
 - ``chunked_linear_attention``: Σ_{j≤i} (q_i·k_j) v_j (linear and norm attention);
 - ``chunked_decay_attention``: decay per token and key channel (GLA; CUDA: ``decay_scores_triton``) or head (RetNet);
-- ``ssd_chunked``: Mamba-2's state space duality form, scalar decay per head.
+- ``ssd_chunked``: Mamba-2's state space duality form, scalar decay per head (on CUDA with FUSED_SSD_ON_CUDA:
+  ``ssd_op``, the Triton kernels of ``ssd_triton``; off by default, slower than the compiled torch form).
 The DeltaNet family's chunked delta rule stays in deltanet.py (its one user). None of these loops over tokens
 in Python, and none updates a tensor in place, so they compose with torch.func.vmap.
 """
@@ -17,9 +18,10 @@ import torch.nn.functional as F
 
 from eigsweep.mixers.blocks import causal_mask, pad_to_chunks
 from eigsweep.mixers.decay_scores_triton import decay_scores, reference_scores
-from eigsweep.mixers import linear_scan_triton
+from eigsweep.mixers import linear_scan_triton, ssd_triton
 from eigsweep.mixers.triton_support import runs_fused as decay_scores_available
 from eigsweep.mixers.triton_support import runs_fused as linear_scan_available
+from eigsweep.mixers.triton_support import runs_fused as ssd_available
 from eigsweep.mixers.triton_support import vmapped_first
 
 
@@ -222,10 +224,30 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     return diff.masked_fill(~causal_mask(a.shape[-1], a.device), float("-inf"))
 
 
+# Mamba-2's SSD by the ssd_triton kernels on CUDA: off, since on an H200 they were slower than Inductor's compiled
+# torch form at a pack's size (forward + backward 25.6 ms at best against 22.5 ms; benchmarks/README.md,
+# thirteenth session; benchmarks/ssd_kernels.py and throughput.py --ssd-forms time both)
+FUSED_SSD_ON_CUDA = False
+# its backward by the kernels (the op ssd_backward), or by the same formulas in torch ops, which torch.compile
+# traces into the backward graph for Inductor (benchmarks/ssd_kernels.py times both)
+SSD_BACKWARD_BY_KERNELS = True
+
+
 def ssd_chunked(X, log_lam, Bm, Cm, chunk):
     """Chunked scan of h_i = exp(log_lam_i) h_{i-1} + B_i X_iᵀ, y_i = C_iᵀ h_i (Mamba-2's SSD).
 
-    X (b, L, H, P), log_lam (b, L, H), Bm and Cm (b, L, N). Returns y (b, L, H, P).
+    X (b, L, H, P), log_lam (b, L, H), Bm and Cm (b, L, N). Returns y (b, L, H, P). With FUSED_SSD_ON_CUDA, on
+    CUDA (float32/16, Triton installed; eagerly and compiled) the op ``ssd_op`` with the kernels of ssd_triton
+    (their own chunk size), else the torch form below, differentiated by autograd.
+    """
+    if FUSED_SSD_ON_CUDA and ssd_available(X):
+        return ssd_op(X, log_lam, Bm, Cm)[0]
+    return _ssd_torch(X, log_lam, Bm, Cm, chunk)[0]
+
+
+def _ssd_torch(X, log_lam, Bm, Cm, chunk):
+    """ssd_chunked's torch form: (y (b, L, H, P), the state entering each chunk (b, n, N, H, P)).
+
     B and C are shared by the heads, so the products with the states take the heads side by side, one matmul
     of (N, H·P) columns a chunk, and each head's decay scales their results: no (b, H, n, T, N) copy of B or C
     is ever formed (on an H200 those were the bulk of a compiled Mamba-2 pack's memory traffic).
@@ -262,4 +284,102 @@ def ssd_chunked(X, log_lam, Bm, Cm, chunk):
         entering = torch.einsum("bhzc,bcnhp->bznhp", carry, states)      # (b, n, N, H, P)
     # the entering state's output, C_iᵀ S scaled by exp(a_1+…+a_i) per head after the product
     y = y + (Cm @ entering.reshape(b, n, N, H * P)).view(b, n, T, H, P) * torch.exp(a_cum)[..., None]
-    return y.reshape(b, n * T, H, P)[:, :L]
+    return y.reshape(b, n * T, H, P)[:, :L], entering
+
+
+def _ssd_backward_torch(X, log_lam, Bm, Cm, S, dy):
+    """(dX, dlog_lam, dBm, dCm) of Σ dy·y for y = ssd_chunked(X, log_lam, Bm, Cm) from the states S (b, n, H, N,
+    P) entering ssd_triton's chunks: the kernels' adjoint formulas (ssd_triton's docstring) in torch, the op's
+    body where the kernels do not run."""
+    T, L = ssd_triton.CHUNK, X.shape[1]
+    x, a, B, C, g = pad_to_chunks(T, 1, *(t.to(S.dtype) for t in (X, log_lam, Bm, Cm, dy)))
+    b, n, H, P, N = x.shape[0], x.shape[1] // T, x.shape[2], x.shape[3], B.shape[-1]
+    x, g = (t.reshape(b, n, T, H, P).transpose(2, 3) for t in (x, g))      # (b, n, H, T, P)
+    a = a.reshape(b, n, T, H).transpose(2, 3)                              # (b, n, H, T)
+    B, C = (t.reshape(b, n, 1, T, N) for t in (B, C))                      # shared by the heads
+    s = a.cumsum(-1)
+    A = s[..., -1:]                                                        # (b, n, H, 1)
+    Ld = torch.exp(segsum(a))                                              # (b, n, H, T, T)
+    es, w = torch.exp(s), torch.exp(A - s)
+    # the gradient of the state leaving each chunk, backwards: dS_end_{c-1} = e^{A_c} dS_end_c + Cᵀ(e^s ⊙ dy)_c
+    inc = C.transpose(-1, -2) @ (es[..., None] * g)                        # (b, n, H, N, P)
+    dS = [torch.zeros_like(inc[:, 0])]
+    for c in range(n - 1, 0, -1):
+        dS.append(torch.exp(A[:, c])[..., None] * dS[-1] + inc[:, c])
+    dS = torch.stack(dS[::-1], dim=1)                                      # (b, n, H, N, P)
+    M = (C @ B.transpose(-1, -2)) * Ld
+    BdS, CS = B @ dS, C @ S                                                # (b, n, H, T, P)
+    G = g @ x.transpose(-1, -2)                                            # (b, n, H, T, T)
+    dx = M.transpose(-1, -2) @ g + w[..., None] * BdS
+    dC = ((G * Ld) @ B + es[..., None] * (g @ S.transpose(-1, -2))).sum(2)   # (b, n, T, N)
+    dB = ((G * Ld).transpose(-1, -2) @ C + w[..., None] * (x @ dS.transpose(-1, -2))).sum(2)
+    R, xBdS = G * M, (x * BdS).sum(-1)
+    ds = R.sum(-1) - R.sum(-2) + es * (g * CS).sum(-1) - w * xBdS
+    dA = torch.exp(A[..., 0]) * (dS * S).sum((-1, -2)) + (w * xBdS).sum(-1)
+    ds = ds + F.pad(dA[..., None], (T - 1, 0))
+    da = ds.flip(-1).cumsum(-1).flip(-1)                                   # Σ_{i ≥ k} ds_i
+    out = (dx.transpose(2, 3).reshape(b, n * T, H, P), da.transpose(2, 3).reshape(b, n * T, H),
+           dB.reshape(b, n * T, N), dC.reshape(b, n * T, N))
+    return tuple(d[:, :L].to(t.dtype).contiguous() for d, t in zip(out, (X, log_lam, Bm, Cm)))
+
+
+@torch.library.custom_op("eigsweep::ssd", mutates_args=())
+def ssd_op(X: torch.Tensor, log_lam: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                                  torch.Tensor]:
+    """(y (b, L, H, P) in X's dtype, the states entering ssd_triton's chunks (b, n, H, N, P), kept for the
+    backward, in float32 (float64 for float64 X)): the kernels where they run, the torch form otherwise.
+    torch.compile keeps it as one call."""
+    if ssd_triton.fused_available(X):
+        return ssd_triton.fused_forward(X, log_lam, Bm, Cm)
+    y, entering = _ssd_torch(*(t.to(_state_dtype(X)) for t in (X, log_lam, Bm, Cm)), ssd_triton.CHUNK)
+    return y.to(X.dtype).contiguous(), entering.transpose(2, 3).contiguous()
+
+
+def _state_dtype(X):
+    return torch.promote_types(X.dtype, torch.float32)
+
+
+@ssd_op.register_fake
+def _(X, log_lam, Bm, Cm):
+    b, L, H, P = X.shape
+    return X.new_empty(X.shape), X.new_empty(b, ssd_triton.n_chunks(L), H, Bm.shape[-1], P, dtype=_state_dtype(X))
+
+
+@torch.library.custom_op("eigsweep::ssd_backward", mutates_args=())
+def ssd_backward(X: torch.Tensor, log_lam: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, S: torch.Tensor,
+                 dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dX, dlog_lam, dBm, dCm), each in its input's dtype."""
+    if ssd_triton.fused_available(X):
+        return ssd_triton.fused_backward(X, log_lam, Bm, Cm, S, dy)
+    return _ssd_backward_torch(X, log_lam, Bm, Cm, S, dy)
+
+
+@ssd_backward.register_fake
+def _(X, log_lam, Bm, Cm, S, dy):
+    return tuple(t.new_empty(t.shape) for t in (X, log_lam, Bm, Cm))
+
+
+def _ssd_setup_context(ctx, inputs, output):
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(*inputs, output[1])
+
+
+def _ssd_op_backward(ctx, dy, _):
+    if SSD_BACKWARD_BY_KERNELS:
+        return ssd_backward(*ctx.saved_tensors, dy)
+    return _ssd_backward_torch(*ctx.saved_tensors, dy)     # torch ops: compiled, Inductor fuses them
+
+
+ssd_op.register_autograd(_ssd_op_backward, setup_context=_ssd_setup_context)
+
+
+@ssd_op.register_vmap
+def _(info, in_dims, X, log_lam, Bm, Cm):
+    tensors, lead = _folded(info, in_dims, X, log_lam, Bm, Cm)
+    return tuple(t.unflatten(0, lead) for t in ssd_op(*tensors)), (0, 0)
+
+
+@ssd_backward.register_vmap
+def _(info, in_dims, X, log_lam, Bm, Cm, S, dy):
+    tensors, lead = _folded(info, in_dims, X, log_lam, Bm, Cm, S, dy)
+    return tuple(d.unflatten(0, lead) for d in ssd_backward(*tensors)), (0, 0, 0, 0)
