@@ -92,6 +92,15 @@ def fused_forward(X, log_lam, Bm, Cm) -> tuple[torch.Tensor, torch.Tensor]:
     return y[:, :L].to(X.dtype).contiguous(), S
 
 
+def backward_launches(Z: int, H: int, m: dict):
+    """The backward's kernels, bwd_states, bwd_dx and bwd_dbc, as calls of their tensors (grid and launch
+    parameters bound) for Z sequences, H heads and the launch parameters m (_meta)."""
+    k = _triton()
+    m_bc = {key: v for key, v in m.items() if key != "NP"} | {"BN": BLOCK_N}
+    return (functools.partial(k.bwd_states[(Z, H)], **m), functools.partial(k.bwd_dx[(Z, m["n"], H)], **m),
+            functools.partial(k.bwd_dbc[(Z, m["n"], -(-m["N"] // BLOCK_N))], **m_bc))
+
+
 def fused_backward(X, log_lam, Bm, Cm, S, dy) -> tuple[torch.Tensor, ...]:
     """(dX, dlog_lam, dBm, dCm), each in its input's dtype, by the three backward kernels."""
     Z, L, H, P = X.shape
@@ -101,12 +110,10 @@ def fused_backward(X, log_lam, Bm, Cm, S, dy) -> tuple[torch.Tensor, ...]:
     dS = torch.empty_like(S)
     dx, da, db, dc = (torch.empty_like(t) for t in (x, a, b, c))
     if x.numel():
-        k = _triton()
-        k.bwd_states[(Z, H)](a, c, g, dS, **m)
-        k.bwd_dx[(Z, m["n"], H)](x, a, b, c, g, S, dS, dx, da, **m)
-        m_bc = {**m, "BN": BLOCK_N}
-        del m_bc["NP"]
-        k.bwd_dbc[(Z, m["n"], -(-m["N"] // BLOCK_N))](x, a, b, c, g, S, dS, db, dc, **m_bc)
+        states, chunk_dx, chunk_dbc = backward_launches(Z, H, m)
+        states(a, c, g, dS)
+        chunk_dx(x, a, b, c, g, S, dS, dx, da)
+        chunk_dbc(x, a, b, c, g, S, dS, db, dc)
     return tuple(d[:, :L].to(t.dtype).contiguous() for d, t in zip((dx, da, db, dc), (X, log_lam, Bm, Cm)))
 
 
