@@ -29,7 +29,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from eigsweep.mixers.triton_support import build_kernels, fused, vmapped_first
+from eigsweep.mixers.triton_support import build_kernels, fused, vmapped_folded
 
 BLOCK_T, BLOCK_C, NUM_WARPS = 32, 128, 4     # a program: 32 time steps × 128 channels of one sequence
 
@@ -118,22 +118,15 @@ def _backward(ctx, g):
 causal_conv_stacked.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _stacked(info, in_dims, x, *params):
-    """A vmapped call in the stacked form: the vmapped dim folded into the members (x: (V, M, B, L, C) →
-    (V·M, B, L, C)), parameters without one broadcast."""
-    x, *params = vmapped_first(info, in_dims, x, *params)
-    return x.flatten(0, 1), [p.flatten(0, 1) for p in params], x.shape[:2]
-
-
 @causal_conv_stacked.register_vmap
 def _(info, in_dims, x, w, b, silu):
-    x, (w, b), lead = _stacked(info, in_dims[:3], x, w, b)
+    (x, w, b), lead = vmapped_folded(info, in_dims[:3], x, w, b)      # the vmapped dim folded into the members
     return causal_conv_stacked(x, w, b, silu).unflatten(0, lead), 0
 
 
 @causal_conv_backward.register_vmap
 def _(info, in_dims, g, x, w, b, silu):
-    g, (x, w, b), lead = _stacked(info, in_dims[:4], g, x, w, b)
+    (g, x, w, b), lead = vmapped_folded(info, in_dims[:4], g, x, w, b)
     return tuple(d.unflatten(0, lead) for d in causal_conv_backward(g, x, w, b, silu)), (0, 0, 0)
 
 

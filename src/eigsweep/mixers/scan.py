@@ -22,7 +22,7 @@ from eigsweep.mixers import linear_scan_triton, ssd_triton
 from eigsweep.mixers.triton_support import runs_fused as decay_scores_available
 from eigsweep.mixers.triton_support import runs_fused as linear_scan_available
 from eigsweep.mixers.triton_support import runs_fused as ssd_available
-from eigsweep.mixers.triton_support import vmapped_first
+from eigsweep.mixers.triton_support import vmapped_folded
 
 
 # --- element-wise linear recurrence ------------------------------------------------------------------
@@ -118,22 +118,15 @@ def _scan_op_backward(ctx, g):
 linear_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_setup_context)
 
 
-def _folded(info, in_dims, *tensors):
-    """A vmapped call's tensors with the vmapped dim folded into the batch (nothing per member to keep apart:
-    a pack is one launch), and the shape to unfold the results with."""
-    front = vmapped_first(info, in_dims, *tensors)
-    return [t.flatten(0, 1) for t in front], front[0].shape[:2]
-
-
 @linear_scan_op.register_vmap
 def _(info, in_dims, a, b):
-    (a, b), lead = _folded(info, in_dims, a, b)
+    (a, b), lead = vmapped_folded(info, in_dims, a, b)
     return linear_scan_op(a, b).unflatten(0, lead), 0
 
 
 @linear_scan_backward.register_vmap
 def _(info, in_dims, a, h, g):
-    (a, h, g), lead = _folded(info, in_dims, a, h, g)
+    (a, h, g), lead = vmapped_folded(info, in_dims, a, h, g)
     return tuple(d.unflatten(0, lead) for d in linear_scan_backward(a, h, g)), (0, 0)
 
 
@@ -375,11 +368,11 @@ ssd_op.register_autograd(_ssd_op_backward, setup_context=_ssd_setup_context)
 
 @ssd_op.register_vmap
 def _(info, in_dims, X, log_lam, Bm, Cm):
-    tensors, lead = _folded(info, in_dims, X, log_lam, Bm, Cm)
+    tensors, lead = vmapped_folded(info, in_dims, X, log_lam, Bm, Cm)
     return tuple(t.unflatten(0, lead) for t in ssd_op(*tensors)), (0, 0)
 
 
 @ssd_backward.register_vmap
 def _(info, in_dims, X, log_lam, Bm, Cm, S, dy):
-    tensors, lead = _folded(info, in_dims, X, log_lam, Bm, Cm, S, dy)
+    tensors, lead = vmapped_folded(info, in_dims, X, log_lam, Bm, Cm, S, dy)
     return tuple(d.unflatten(0, lead) for d in ssd_backward(*tensors)), (0, 0, 0, 0)

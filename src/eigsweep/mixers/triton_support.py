@@ -31,6 +31,13 @@ def vmapped_first(info, in_dims, *tensors: torch.Tensor) -> list[torch.Tensor]:
             for t, d in zip(tensors, in_dims)]
 
 
+def vmapped_folded(info, in_dims, *tensors: torch.Tensor) -> tuple[list[torch.Tensor], torch.Size]:
+    """vmapped_first with the vmapped dim folded into the next one (a pack's members become more rows of one
+    launch: nothing per member to keep apart), and the shape to unfold the results with."""
+    front = vmapped_first(info, in_dims, *tensors)
+    return [t.flatten(0, 1) for t in front], front[0].shape[:2]
+
+
 def build_kernels(build):
     """``build(triton, triton.language)``, or None where Triton cannot be imported."""
     try:
