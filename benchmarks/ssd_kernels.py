@@ -15,8 +15,8 @@ import torch
 from eigsweep.mixers import scan, ssd_triton
 from mamba_scan import timed      # median ms of a call on the GPU
 
-SHAPES = ["32x4x2xtf32", "32x4x1xtf32", "16x4x2xtf32", "64x4x1xtf32", "32x4x2xbf16", "64x4x2xbf16",
-          "64x8x1xbf16"]                          # CHUNKxNUM_WARPSxNUM_STAGESxDOT_PRECISION
+SHAPES = ["32x4x2xtf32", "32x4x1xtf32", "16x4x2xtf32", "64x4x1xtf32", "64x4x2xtf32",
+          "64x8x1xtf32"]                          # CHUNKxNUM_WARPSxNUM_STAGESxDOT_PRECISION
 
 
 def main():

@@ -18,7 +18,9 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
   "compiled, conv op" / "compiled, torch conv" (--conv-forms): ShortConv by the fused conv_triton op / by its
   torch form (blocks.FUSED_CONV_ON_CUDA), the op and its reference in one run;
   "compiled, SSD op" / "compiled, torch SSD" (--ssd-forms): Mamba-2's SSD by the ssd_triton kernels (scan.ssd_op)
-  / by scan.ssd_chunked's torch form.
+  / by scan.ssd_chunked's torch form;
+  "compiled, last block at labels" / "compiled, last block whole" (--last-block-forms): the model's last block
+  at the labelled positions only / over every position, its output gathered (model.LAST_BLOCK_AT_POSITIONS).
 MFU: model FLOPs of one step of the new path (counted by torch.utils.flop_counter: forward + backward, logits at
 labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
 ms/step of every registered model on the new solo path, as a ratio to softmax.
@@ -186,20 +188,24 @@ def step_form(form: str):
     default), "one-hot" (loss_fn's torch.compile form) or "F.cross_entropy"; "conv op" / "torch conv": the fused
     loss, and ShortConv by the conv_triton op / by its torch form, whatever blocks.FUSED_CONV_ON_CUDA says;
     "SSD op" / "torch SSD": the fused loss, and Mamba-2's SSD by scan.ssd_op / by its torch form
-    (scan.FUSED_SSD_ON_CUDA on / off)."""
+    (scan.FUSED_SSD_ON_CUDA on / off); "last block at labels" / "last block whole": the fused loss, and
+    model.LAST_BLOCK_AT_POSITIONS on / off."""
     saved = (train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.FUSED_CONV_ON_CUDA,
-             scan.FUSED_SSD_ON_CUDA)
-    train_module.FUSED_LOSS_ON_CUDA = form in ("fused", "conv op", "torch conv", "SSD op", "torch SSD")
+             scan.FUSED_SSD_ON_CUDA, model_module.LAST_BLOCK_AT_POSITIONS)
+    train_module.FUSED_LOSS_ON_CUDA = form in ("fused", "conv op", "torch conv", "SSD op", "torch SSD",
+                                               "last block at labels", "last block whole")
     train_module.ONE_HOT_LOSS_WHEN_COMPILED = form != "F.cross_entropy"
     if form in ("conv op", "torch conv"):
         blocks.FUSED_CONV_ON_CUDA = form == "conv op"
     if form in ("SSD op", "torch SSD"):
         scan.FUSED_SSD_ON_CUDA = form == "SSD op"
+    if form in ("last block at labels", "last block whole"):
+        model_module.LAST_BLOCK_AT_POSITIONS = form == "last block at labels"
     try:
         yield
     finally:
         (train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.FUSED_CONV_ON_CUDA,
-         scan.FUSED_SSD_ON_CUDA) = saved
+         scan.FUSED_SSD_ON_CUDA, model_module.LAST_BLOCK_AT_POSITIONS) = saved
 
 
 def free(device):
@@ -235,6 +241,8 @@ def main():
                    "conv_triton op and by its torch form (blocks.FUSED_CONV_ON_CUDA on / off)")
     p.add_argument("--ssd-forms", action="store_true", help="the compiled variant also with Mamba-2's SSD by the "
                    "ssd_triton kernels and by its torch form (scan.FUSED_SSD_ON_CUDA on / off)")
+    p.add_argument("--last-block-forms", action="store_true", help="the compiled variant also with the model's "
+                   "last block at the labelled positions only and over every position (model.LAST_BLOCK_AT_POSITIONS)")
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
     p.add_argument("--solo-compiled", action="store_true", help="the first table also times each of --all-models "
                    "solo with torch.compile (a ratio to softmax compiled; EIGSWEEP_COMPILE_MODE applies)")
@@ -326,6 +334,9 @@ def main():
         if arch in args.compile and args.ssd_forms:
             variants += [("compiled, SSD op", True, False, "SSD op"),
                          ("compiled, torch SSD", True, False, "torch SSD")]
+        if arch in args.compile and args.last_block_forms:
+            variants += [("compiled, last block at labels", True, False, "last block at labels"),
+                         ("compiled, last block whole", True, False, "last block whole")]
         if arch in args.bf16:
             variants += [("bf16 mixer", False, True, "fused")] + ([("bf16 mixer, compiled", True, True, "fused")]
                                                                    if arch in args.compile else [])

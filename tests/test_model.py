@@ -1,7 +1,10 @@
-"""The token model's pooling skips right-padding, so padded and unpadded sequences classify alike."""
+"""The token model: pooling skips right-padding, the shared convolution, DeltaNet's blocked inverse and the chunked
+forms under compile, and the last block computed at the labelled positions only."""
 import pytest
 import torch
 
+from eigsweep import model as model_module
+from eigsweep import registry
 from eigsweep.model import build_model
 
 
@@ -114,3 +117,48 @@ def test_blocked_inverse_runs_in_float32_under_bf16_autocast(monkeypatch):
         out = unit_lower_solve(M, rhs)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("arch", sorted(registry.MIXERS))
+def test_last_block_at_labelled_positions_equals_the_whole_sequence_gathered(arch, monkeypatch):
+    """With logits at positions (B, K) only, the last block computes its output at those positions alone
+    (Mixer.forward_at; softmax attention takes K queries): the same logits and gradients as the last block over
+    every position with its output gathered (float64), with an output gate and an MLP, positions repeated
+    within a row (train.labelled_positions pads short rows with a fill position), for every registered mixer;
+    and vmapped over stacked members, as a pack runs it."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    torch.manual_seed(0)
+    cfg = dict(d_model=16, n_heads=2, d_state=4, head_dim=8, output_gate=True, mlp_ratio=2)
+    models = [build_model(arch, vocab_size=16, n_outputs=16, **cfg).double() for _ in range(2)]
+    x = torch.randint(0, 16, (2, 3, 21))
+    positions = torch.tensor([[[0, 5, 20, 20], [3, 4, 12, 19], [6, 6, 6, 6]],
+                              [[20, 1, 7, 7], [9, 2, 0, 14], [11, 15, 17, 18]]])
+
+    def run(model, xi, pi, on):
+        monkeypatch.setattr(model_module, "LAST_BLOCK_AT_POSITIONS", on)
+        model.zero_grad(set_to_none=True)
+        out = model(xi, pi)
+        out.pow(2).sum().backward()
+        return out, [p.grad for p in model.parameters()]
+
+    fast, fast_grads = run(models[0], x[0], positions[0], True)
+    whole, whole_grads = run(models[0], x[0], positions[0], False)
+    assert fast.shape == (3, 4, 16)
+    torch.testing.assert_close(fast, whole, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fast, models[0](x[0])[torch.arange(3)[:, None], positions[0]], rtol=1e-10,
+                               atol=1e-12)
+    for a, b in zip(fast_grads, whole_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    params, buffers = stack_module_state(models)
+    members = vmap(lambda p, b, xi, pi: functional_call(models[0], (p, b), (xi, pi)))(params, buffers, x, positions)
+    for m in range(2):
+        torch.testing.assert_close(members[m], models[m](x[m], positions[m]), rtol=1e-10, atol=1e-12)
+
+
+def test_softmax_attention_takes_queries_at_the_positions_only():
+    """Softmax attention's forward_at is its own (K queries against every key), not the base class's gather."""
+    from eigsweep.mixers.base import Mixer
+    from eigsweep.mixers.softmax import SoftmaxAttention
+
+    assert SoftmaxAttention.forward_at is not Mixer.forward_at

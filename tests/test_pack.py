@@ -87,7 +87,10 @@ def test_pack_key_groups_seeds_and_lrs_only():
 
 
 def test_nan_member_leaves_the_others_unchanged(tmp_path):
-    specs = grid(lrs=(3e-3, 1e6), steps=60)             # lr 1e6 diverges
+    # lr 1e50 overflows at step 2 whatever the rounding; at a smaller one such as 1e6 the parameters grow for about
+    # ten steps, and the step that first overflows depends on rounding differences between the vmapped and the
+    # solo path that those steps amplify (one step apart once the last block ran at the labelled positions only)
+    specs = grid(lrs=(3e-3, 1e50), steps=60)
     packed = train_pack(specs, [tmp_path / f"p{i}.nc" for i in range(4)], **F64)
     assert [p.status.item() for p in packed] == ["ok", "diverged", "ok", "diverged"]
     for i in (0, 2):

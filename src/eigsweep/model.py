@@ -7,6 +7,7 @@ matmuls), since their scans take cumulative sums and exponentials of log-decays,
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -14,10 +15,14 @@ from torch import nn
 
 from eigsweep import registry
 from eigsweep.config import ModelConfig
-from eigsweep.mixers.blocks import RMSNorm
+from eigsweep.mixers.blocks import RMSNorm, at_positions
 
 # mixers whose forward is safe in bf16 autocast: SDPA keeps its softmax statistics in float32
 BF16_MIXERS = frozenset({"softmax"})
+# with the logits at positions (B, K) only (train.labelled_positions), the last block already computes its output
+# at those positions alone (Block.forward, Mixer.forward_at): softmax attention's last layer then takes K queries
+# instead of L. Off: the last block over every position, its output gathered (the same values; for benchmarks)
+LAST_BLOCK_AT_POSITIONS = True
 
 
 def make_norm(kind: str, d: int) -> nn.Module:
@@ -45,13 +50,18 @@ class Block(nn.Module):
         """The tensor the mixer actually receives (after the pre-norm)."""
         return self.norm(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, d) -> (B, L, d); with positions (B, K), the output at those positions only (B, K, d): the
+        mixer's forward_at, then the rest per position."""
         u = self.mixer_input(x)
+        mix = self.mixer if positions is None else functools.partial(self.mixer.forward_at, positions=positions)
         if not self.bf16_safe and u.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
             with torch.autocast("cuda", enabled=False):
-                y = self.mixer(u.float())
+                y = mix(u.float())
         else:
-            y = self.mixer(u)
+            y = mix(u)
+        if positions is not None:
+            x, u = at_positions(x, positions), at_positions(u, positions)
         if self.gate is not None:
             y = y * F.silu(self.gate(u))
         x = x + y
@@ -62,7 +72,8 @@ class Block(nn.Module):
 
 class SequenceModel(nn.Module):
     """``target`` "token": logits per position (B, L, n_outputs), or at ``positions`` (B, K) only (B, K,
-    n_outputs): training needs logits at labelled positions alone; "sequence": pooled logits (B, n_outputs)."""
+    n_outputs): training needs logits at labelled positions alone, and the last block computes only those
+    (LAST_BLOCK_AT_POSITIONS); "sequence": pooled logits (B, n_outputs)."""
 
     def __init__(self, arch: str, cfg: ModelConfig, vocab_size: int, n_outputs: int,
                  target: str = "token", input_dim: int = 0, max_len: int = 0, pad_id: int = -1):
@@ -88,13 +99,15 @@ class SequenceModel(nn.Module):
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None, head: bool = True) -> torch.Tensor:
         """Logits; with head=False the head's input instead (train.head_loss applies the head itself)."""
         h = self.embed_tokens(x)
-        for block in self.blocks:
-            h = block(h)
+        at = positions if self.target == "token" else None
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            h = block(h, at if last and LAST_BLOCK_AT_POSITIONS else None)
         if self.target == "sequence":
             h = self.pool(self.norm(h), x)
         else:
-            if positions is not None:   # the norm is per position: gathering first gives the same values
-                h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))
+            if at is not None and not LAST_BLOCK_AT_POSITIONS:   # the norm is per position: gathered first
+                h = at_positions(h, at)
             h = self.norm(h)
         return self.head(h) if head else h
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from eigsweep.config import ModelConfig
 from eigsweep.dsf import DSF, unroll
-from eigsweep.mixers.blocks import QKVConv, ShortConv, split_heads
+from eigsweep.mixers.blocks import QKVConv, ShortConv, at_positions, split_heads
 
 
 class Mixer(nn.Module):
@@ -38,6 +38,12 @@ class Mixer(nn.Module):
         matrices, …; each mixer documents its keys and shapes). The one place that ``forward``, ``dsf``/
         ``recurrence`` and ``eigenvalues`` read them from. LTI mixers may ignore u for their transition."""
         raise NotImplementedError
+
+    def forward_at(self, u: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The forward's output at positions (B, K) only, (B, K, d): what the model's last block needs when the
+        loss reads K labelled positions. Here the whole forward, gathered; a mixer whose output at a position
+        costs less than the whole sequence's overrides it (softmax attention: queries at the positions only)."""
+        return at_positions(self(u), positions)
 
     def eigenvalues(self, u: torch.Tensor) -> torch.Tensor:
         """The eigenvalues of Λ_i for input u, with dims ``eig_dims``."""

@@ -23,6 +23,15 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     return x.view(B, L, n_heads, D // n_heads).transpose(1, 2)
 
 
+def at_positions(x: torch.Tensor, positions: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """x's rows at positions (B, K) along ``dim`` (the time axis): (B, L, d) -> (B, K, d) by default,
+    (B, H, L, P) -> (B, H, K, P) with dim 2."""
+    B, K = positions.shape
+    shape = [B] + [1] * (x.dim() - 1)
+    shape[dim] = K
+    return x.gather(dim, positions.view(shape).expand(*x.shape[:dim], K, *x.shape[dim + 1:]))
+
+
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, H, L, P) -> (B, L, H*P)."""
     B, H, L, P = x.shape

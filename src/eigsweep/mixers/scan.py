@@ -218,8 +218,8 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
 
 
 # Mamba-2's SSD by the ssd_triton kernels on CUDA: off, since on an H200 they were slower than Inductor's compiled
-# torch form at a pack's size (forward + backward 25.6 ms at best against 22.5 ms; benchmarks/README.md,
-# thirteenth session; benchmarks/ssd_kernels.py and throughput.py --ssd-forms time both)
+# torch form at a pack's size (forward + backward 31.6 ms at best against 22.6 ms with TF32 products;
+# benchmarks/README.md, fourteenth session; benchmarks/ssd_kernels.py and throughput.py --ssd-forms time both)
 FUSED_SSD_ON_CUDA = False
 # its backward by the kernels (the op ssd_backward), or by the same formulas in torch ops, which torch.compile
 # traces into the backward graph for Inductor (benchmarks/ssd_kernels.py times both)

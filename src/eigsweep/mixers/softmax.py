@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eigsweep.mixers.base import QKVMixer
-from eigsweep.mixers.blocks import causal_mask, log_ratio_eigenvalues, merge_heads
+from eigsweep.mixers.blocks import at_positions, causal_mask, log_ratio_eigenvalues, merge_heads
 
 
 class SoftmaxAttention(QKVMixer):
@@ -31,6 +31,20 @@ class SoftmaxAttention(QKVMixer):
     def forward(self, u):
         f = self.features(u)
         return self.out(merge_heads(F.scaled_dot_product_attention(f["q"], f["k"], f["v"], is_causal=True)))
+
+    def forward_at(self, u, positions):
+        """Queries at positions (B, K) only, keys and values at every position: query i attends to j ≤ i, as in
+        forward. The (B, H, K, L) scores written out (K ≪ L), in float32 at least as in SDPA's kernels (under
+        bf16 autocast their inputs are bf16, their products float32): SDPA with this mask would take the
+        memory-efficient kernel, whose backward fails under vmap (packs) on CUDA ("LSE is not correctly
+        aligned")."""
+        f = self.features(u)
+        q = at_positions(f["q"], positions, dim=2)                                  # (B, H, K, head_dim)
+        acc = torch.promote_types(q.dtype, torch.float32)
+        with torch.autocast(u.device.type, enabled=False):
+            scores = q.to(acc) @ f["k"].to(acc).transpose(-1, -2) / math.sqrt(self.head_dim)   # (B, H, K, L)
+        allowed = torch.arange(u.shape[1], device=u.device) <= positions[:, None, :, None]
+        return self.out(merge_heads(torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ f["v"]))
 
     def log_eta(self, q, k):
         """log η_i = logsumexp_{j≤i} q_iᵀk_j/√d, shape (B, H, L); holds the (B, H, L, L) scores."""

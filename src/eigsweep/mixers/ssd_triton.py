@@ -23,10 +23,9 @@ With G = dy xᵀ, M = (C Bᵀ) ⊙ L and R = G ⊙ M (per chunk and head):
 Computation in float32 (products in TF32 on the GPU, as torch's matmuls in training: ``DOT_PRECISION``); the
 chunk is the kernels' own (``CHUNK``, a power of two ≥ 16): how work is split, not what is computed. These are
 the launchers; the op that calls them is ``scan.ssd_op`` (autograd formula, vmap rules, fake impls), which
-``scan.ssd_chunked`` takes on CUDA where Triton is installed if ``scan.FUSED_SSD_ON_CUDA`` is on (off: the
-thirteenth session's version, whose backward took the heads of a chunk in one program, was slower than
-Inductor's compiled torch form; bwd_dx / bwd_dbc, that backward split in two, are not yet timed;
-benchmarks/README.md). Triton is imported lazily.
+``scan.ssd_chunked`` takes on CUDA where Triton is installed if ``scan.FUSED_SSD_ON_CUDA`` is on (off: on an
+H200 the forward and backward of a pack's layer took 31.6 ms at best against the compiled torch form's 22.6,
+benchmarks/README.md, fourteenth session). Triton is imported lazily.
 """
 from __future__ import annotations
 
@@ -39,8 +38,10 @@ import torch.nn.functional as F
 from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2
 
 CHUNK = 64                 # tokens per chunk in the kernels
-DOT_PRECISION = "tf32"     # the products' inputs: "tf32" (as torch's matmuls in training), "ieee" (exact float32),
-                           # "bf16" (operands rounded to bf16, float32 sums)
+DOT_PRECISION = "tf32"     # the products' inputs: "tf32" (as torch's matmuls in training) or "ieee" (exact float32).
+                           # bf16 operands (a third mode until the fourteenth session) made Triton's generated code
+                           # read shared memory out of bounds on the H200 (compute-sanitizer: bwd_dx, and the
+                           # forward at some sizes): removed
 NUM_WARPS = 4
 NUM_STAGES = 2
 BLOCK_N = 32               # states a program of bwd_dbc takes (its dB, dC tiles: T × BLOCK_N each)
@@ -74,8 +75,7 @@ def _padded(t: torch.Tensor, L: int) -> torch.Tensor:
 def _meta(X, Bm):
     Z, L, H, P = X.shape
     return dict(H=H, P=P, N=Bm.shape[-1], n=n_chunks(L), T=CHUNK, PP=max(16, next_pow2(P)),
-                NP=max(16, next_pow2(Bm.shape[-1])), PREC="ieee" if DOT_PRECISION == "bf16" else DOT_PRECISION,
-                DT=_triton().bf16 if DOT_PRECISION == "bf16" else _triton().f32, num_warps=NUM_WARPS,
+                NP=max(16, next_pow2(Bm.shape[-1])), PREC=DOT_PRECISION, num_warps=NUM_WARPS,
                 num_stages=NUM_STAGES)
 
 
@@ -122,7 +122,7 @@ def _build_kernels(triton, tl):
     # S, dS (Z, n, H, N, P). Index vectors: t (T tokens), p (PP ≥ P), k (NP ≥ N), masked beyond P and N.
     @triton.jit
     def fwd(x_ptr, a_ptr, b_ptr, c_ptr, y_ptr, S_ptr, H, P, N, n, T: tl.constexpr, PP: tl.constexpr,
-            NP: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr):
+            NP: tl.constexpr, PREC: tl.constexpr):
         z = tl.program_id(0).to(tl.int64)
         h = tl.program_id(1)
         t, p, k = tl.arange(0, T), tl.arange(0, PP), tl.arange(0, NP)
@@ -141,16 +141,16 @@ def _build_kernels(triton, tl):
             x = tl.load(x_ptr + xp, mask=mp, other=0.0)
             tl.store(S_ptr + (((z * n + c) * H + h) * N + k[:, None]) * P + p[None, :], S, mask=mS)
             Ld = tl.exp(tl.where(t[None, :] <= t[:, None], s[:, None] - s[None, :], float("-inf")))   # L, 0 above
-            M = tl.dot(Cc.to(DT), tl.trans(Bc).to(DT), input_precision=PREC) * Ld                      # (T, T)
-            y = (tl.dot(M.to(DT), x.to(DT), input_precision=PREC)
-                 + tl.exp(s)[:, None] * tl.dot(Cc.to(DT), S.to(DT), input_precision=PREC))
+            M = tl.dot(Cc, tl.trans(Bc), input_precision=PREC) * Ld                                        # (T, T)
+            y = (tl.dot(M, x, input_precision=PREC)
+                 + tl.exp(s)[:, None] * tl.dot(Cc, S, input_precision=PREC))
             tl.store(y_ptr + xp, y, mask=mp)
             w = tl.exp(A - s)                                                  # (T,)
-            S = tl.exp(A) * S + tl.dot(tl.trans(Bc).to(DT), (w[:, None] * x).to(DT), input_precision=PREC)
+            S = tl.exp(A) * S + tl.dot(tl.trans(Bc), w[:, None] * x, input_precision=PREC)
 
     @triton.jit
     def bwd_states(a_ptr, c_ptr, g_ptr, dS_ptr, H, P, N, n, T: tl.constexpr, PP: tl.constexpr,
-                   NP: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr):
+                   NP: tl.constexpr, PREC: tl.constexpr):
         z = tl.program_id(0).to(tl.int64)
         h = tl.program_id(1)
         t, p, k = tl.arange(0, T), tl.arange(0, PP), tl.arange(0, NP)
@@ -166,12 +166,12 @@ def _build_kernels(triton, tl):
             Cc = tl.load(c_ptr + row[:, None] * N + k[None, :], mask=mk, other=0.0)
             tl.store(dS_ptr + (((z * n + c) * H + h) * N + k[:, None]) * P + p[None, :], dS, mask=mS)
             g = tl.load(g_ptr + (row[:, None] * H + h) * P + p[None, :], mask=mp, other=0.0)
-            dS = tl.exp(tl.sum(a, 0)) * dS + tl.dot(tl.trans(Cc).to(DT), (tl.exp(s)[:, None] * g).to(DT),
+            dS = tl.exp(tl.sum(a, 0)) * dS + tl.dot(tl.trans(Cc), tl.exp(s)[:, None] * g,
                                                     input_precision=PREC)
 
     @triton.jit
     def bwd_dx(x_ptr, a_ptr, b_ptr, c_ptr, g_ptr, S_ptr, dS_ptr, dx_ptr, da_ptr, H, P, N, n, T: tl.constexpr,
-               PP: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr):
+               PP: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr):
         z = tl.program_id(0).to(tl.int64)
         c = tl.program_id(1)
         h = tl.program_id(2)
@@ -192,12 +192,12 @@ def _build_kernels(triton, tl):
         S = tl.load(S_ptr + sp, mask=mS, other=0.0)                                   # (NP, PP)
         dS = tl.load(dS_ptr + sp, mask=mS, other=0.0)
         Ld = tl.exp(tl.where(t[None, :] <= t[:, None], s[:, None] - s[None, :], float("-inf")))   # L, 0 above
-        M = tl.dot(Cc.to(DT), tl.trans(Bc).to(DT), input_precision=PREC) * Ld          # (T, T)
+        M = tl.dot(Cc, tl.trans(Bc), input_precision=PREC) * Ld          # (T, T)
         es, w = tl.exp(s), tl.exp(A - s)
-        BdS = tl.dot(Bc.to(DT), dS.to(DT), input_precision=PREC)                      # (T, PP)
-        CS = tl.dot(Cc.to(DT), S.to(DT), input_precision=PREC)
-        dx = tl.dot(tl.trans(M).to(DT), g.to(DT), input_precision=PREC) + w[:, None] * BdS
-        R = tl.dot(g.to(DT), tl.trans(x).to(DT), input_precision=PREC) * M           # G ⊙ M
+        BdS = tl.dot(Bc, dS, input_precision=PREC)                      # (T, PP)
+        CS = tl.dot(Cc, S, input_precision=PREC)
+        dx = tl.dot(tl.trans(M), g, input_precision=PREC) + w[:, None] * BdS
+        R = tl.dot(g, tl.trans(x), input_precision=PREC) * M           # G ⊙ M
         xBdS = tl.sum(x * BdS, 1)
         ds = tl.sum(R, 1) - tl.sum(R, 0) + es * tl.sum(g * CS, 1) - w * xBdS
         dA = tl.exp(A) * tl.sum(tl.sum(dS * S, 1), 0) + tl.sum(w * xBdS, 0)
@@ -207,7 +207,7 @@ def _build_kernels(triton, tl):
 
     @triton.jit
     def bwd_dbc(x_ptr, a_ptr, b_ptr, c_ptr, g_ptr, S_ptr, dS_ptr, db_ptr, dc_ptr, H, P, N, n, T: tl.constexpr,
-                PP: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr):
+                PP: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr):
         z = tl.program_id(0).to(tl.int64)
         c = tl.program_id(1)
         k = tl.program_id(2) * BN + tl.arange(0, BN)                                  # this program's states
@@ -231,13 +231,12 @@ def _build_kernels(triton, tl):
             S = tl.load(S_ptr + sp, mask=mS, other=0.0)                               # (BN, PP)
             dS = tl.load(dS_ptr + sp, mask=mS, other=0.0)
             Ld = tl.exp(tl.where(t[None, :] <= t[:, None], s[:, None] - s[None, :], float("-inf")))
-            GL = tl.dot(g.to(DT), tl.trans(x).to(DT), input_precision=PREC) * Ld       # G ⊙ L
-            dC += (tl.dot(GL.to(DT), Bc.to(DT), input_precision=PREC)
-                   + tl.exp(s)[:, None] * tl.dot(g.to(DT), tl.trans(S).to(DT), input_precision=PREC))
-            dB += (tl.dot(tl.trans(GL).to(DT), Cc.to(DT), input_precision=PREC)
-                   + tl.exp(A - s)[:, None] * tl.dot(x.to(DT), tl.trans(dS).to(DT), input_precision=PREC))
+            GL = tl.dot(g, tl.trans(x), input_precision=PREC) * Ld       # G ⊙ L
+            dC += (tl.dot(GL, Bc, input_precision=PREC)
+                   + tl.exp(s)[:, None] * tl.dot(g, tl.trans(S), input_precision=PREC))
+            dB += (tl.dot(tl.trans(GL), Cc, input_precision=PREC)
+                   + tl.exp(A - s)[:, None] * tl.dot(x, tl.trans(dS), input_precision=PREC))
         tl.store(db_ptr + row[:, None] * N + k[None, :], dB, mask=mk)
         tl.store(dc_ptr + row[:, None] * N + k[None, :], dC, mask=mk)
 
-    return types.SimpleNamespace(fwd=fwd, bwd_states=bwd_states, bwd_dx=bwd_dx, bwd_dbc=bwd_dbc, bf16=tl.bfloat16,
-                                 f32=tl.float32)
+    return types.SimpleNamespace(fwd=fwd, bwd_states=bwd_states, bwd_dx=bwd_dx, bwd_dbc=bwd_dbc)
