@@ -15,6 +15,7 @@ import torch
 from eigsweep.config import ModelConfig
 from eigsweep.mixers import scan
 from eigsweep.mixers.mamba2 import Mamba2
+from last_block_precision import relative_error
 
 
 def errors(d, head, state, L, dtype, device, batch=3):
@@ -27,8 +28,7 @@ def errors(d, head, state, L, dtype, device, batch=3):
     grads = torch.autograd.grad(y.square().sum(), list(params.values()))
     y_ref = m(u)
     grads_ref = torch.autograd.grad(y_ref.square().sum(), list(params.values()))
-    rel = lambda a, b: ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
-    return rel(y, y_ref), {n: rel(g, r) for n, g, r in zip(params, grads, grads_ref)}
+    return relative_error(y, y_ref), {n: relative_error(g, r) for n, g, r in zip(params, grads, grads_ref)}
 
 
 def main():

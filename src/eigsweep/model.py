@@ -100,9 +100,9 @@ class SequenceModel(nn.Module):
         """Logits; with head=False the head's input instead (train.head_loss applies the head itself)."""
         h = self.embed_tokens(x)
         at = positions if self.target == "token" else None
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            last = i == len(self.blocks) - 1
-            h = block(h, at if last and LAST_BLOCK_AT_POSITIONS else None)
+            h = block(h, at if i == last and LAST_BLOCK_AT_POSITIONS else None)
         if self.target == "sequence":
             h = self.pool(self.norm(h), x)
         else:
