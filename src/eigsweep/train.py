@@ -5,7 +5,8 @@ accuracy. The batch order is a pure function of (seed, step), so a run resumed f
 exactly as an uninterrupted one would (bit-identical on CPU).
 
 The step is built for small models on a big GPU: the training data lives on the device and batches are
-drawn there, token tasks compute logits at labelled positions only (MQAR labels 64 of 512), CUDA runs
+drawn there, token tasks compute logits, and the model's last block, at labelled positions only (MQAR labels
+64 of 512; model.LAST_BLOCK_AT_POSITIONS), CUDA runs
 under bf16 autocast (see model.BF16_MIXERS) with a fused AdamW, and the loop never waits for the device:
 losses stay on it and are read at evaluations, spectrum steps and checkpoints, where a non-finite loss marks
 the run diverged from its first non-finite step. ``EIGSWEEP_COMPILE=1`` (or ``compile=True``) wraps the
