@@ -11,7 +11,8 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
 - "pack N": eigsweep.pack.Pack.train_step with N members (seeds), until memory ends;
 - "compiled" (models in --compile): the largest pack (or those of --variant-packs) and the solo path with
   torch.compile (loss and update);
-  "bf16 mixer" (models in --bf16): the mixer under bf16 autocast too (model.BF16_MIXERS), eager and compiled;
+  "bf16 mixer" (models in --bf16): the mixer under bf16 autocast too (model.BF16_MIXERS; Mamba-2's and
+  DeltaNet's chunked scans stay in float32, blocks.float32_scan), eager and compiled;
   the loss on CUDA is the fused per-row cross-entropy (eigsweep.cross_entropy) everywhere but in "solo 0041d10";
   "compiled, one-hot loss" / "compiled, F.cross_entropy" (--loss-forms): compiled with loss_fn's torch form
   (a one-hot comparison) or with F.cross_entropy instead, the references for the fused loss in the same run;

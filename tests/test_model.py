@@ -102,21 +102,35 @@ def test_chunked_forms_under_compile_equal_the_eager_forms(arch, monkeypatch):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11)
 
 
-def test_blocked_inverse_runs_in_float32_under_bf16_autocast(monkeypatch):
-    """A DeltaNet mixer under bf16 autocast (throughput.py --bf16): the compiled branch's blocked inverse is
-    computed in float32 outside autocast, so it solves the bf16 system as accurately as float32 can; with its
-    matmuls in bf16 the error here is 0.4% of the solution's largest entry (40 times the tolerance below)."""
-    from eigsweep.mixers.deltanet import unit_lower_solve
+@pytest.mark.parametrize("compiling", [False, True])
+@pytest.mark.parametrize("scan", ["ssd_chunked", "chunked_delta_rule"])
+def test_scans_run_in_float32_under_bf16_autocast(scan, compiling, monkeypatch):
+    """Mamba-2's and DeltaNet's scans under bf16 autocast (a mixer in model.BF16_MIXERS: its projections in
+    bf16, throughput.py --bf16) take bf16 inputs and compute exactly as in float32 outside autocast
+    (blocks.float32_scan), eagerly and in their compiled branch (DeltaNet's blocked inverse, whose matmuls in
+    bf16 were 0.4% off a triangular solve)."""
+    from eigsweep.mixers.deltanet import chunked_delta_rule
+    from eigsweep.mixers.scan import ssd_chunked
 
-    torch.manual_seed(0)
-    M = (torch.eye(64) + (2 * torch.rand(4, 64, 64) - 1).tril(-1) * 0.3).to(torch.bfloat16)
-    rhs = torch.randn(4, 64, 16).to(torch.bfloat16)
-    ref = torch.linalg.solve_triangular(M.double(), rhs.double(), upper=False, unitriangular=True)
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+    gen = torch.Generator().manual_seed(0)
+    if scan == "ssd_chunked":     # X (b, L, H, P), log λ (b, L, H), B, C (b, L, N)
+        fn, shapes, decays = ssd_chunked, [(2, 70, 2, 8), (2, 70, 2), (2, 70, 16), (2, 70, 16)], [1]
+    else:                         # q, k (B, H, L, N), v (B, H, L, P), β, log α (B, H, L)
+        fn, shapes, decays = chunked_delta_rule, [(2, 2, 70, 8), (2, 2, 70, 8), (2, 2, 70, 8), (2, 2, 70),
+                                                  (2, 2, 70)], [4]
+    args = [torch.randn(s, generator=gen) for s in shapes]
+    for i in decays:                                              # log-decays ≤ 0
+        args[i] = -torch.rand(shapes[i], generator=gen)
+    if scan == "chunked_delta_rule":
+        args[0], args[1] = (torch.nn.functional.normalize(t, dim=-1) for t in args[:2])
+        args[3] = torch.sigmoid(args[3])
+    bf16 = [t.to(torch.bfloat16) for t in args]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = unit_lower_solve(M, rhs)
+        out = fn(*bf16, 32)
+    ref = fn(*(t.float() for t in bf16), 32)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    assert torch.equal(out, ref)
 
 
 @pytest.mark.parametrize("arch", sorted(registry.MIXERS))

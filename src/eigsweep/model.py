@@ -3,6 +3,9 @@
 Under CUDA bf16 autocast (training) only mixers in BF16_MIXERS compute in bf16; the others run in float32 (TF32
 matmuls), since their scans take cumulative sums and exponentials of log-decays, which bf16 cannot carry
 (a cumsum of 64 log-decays near −100 loses about 0.5 in bf16). The embedding, gate, MLP and head use bf16.
+Mamba-2's and DeltaNet's chunked scans keep themselves in float32 (blocks.float32_scan), so those mixers could
+run in BF16_MIXERS with their projections alone in bf16 (not yet measured on a GPU: benchmarks/bf16_check.py,
+throughput.py --bf16).
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ Each is written once here; a mixer file holds only what is its own.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,6 +31,22 @@ def at_positions(x: torch.Tensor, positions: torch.Tensor, dim: int = 1) -> torc
     shape = [B] + [1] * (x.dim() - 1)
     shape[dim] = K
     return x.gather(dim, positions.view(shape).expand(*x.shape[:dim], K, *x.shape[dim + 1:]))
+
+
+def float32_scan(fn):
+    """fn, a scan, in float32 at least and outside autocast whatever its caller runs under: cumulative sums and
+    exponentials of log-decays, and matmuls that build on each other chunk by chunk, are what bf16 cannot carry.
+    A mixer whose projections run under bf16 autocast (model.BF16_MIXERS) keeps its scan as in float32; outside
+    autocast nothing changes (float32 and float64 tensors pass as they are)."""
+    def up(t):
+        return t.to(torch.promote_types(t.dtype, torch.float32)) if torch.is_tensor(t) and t.is_floating_point() else t
+
+    @functools.wraps(fn)
+    def scan(*args, **kwargs):
+        device = next(t.device.type for t in args if torch.is_tensor(t))
+        with torch.autocast(device, enabled=False):
+            return fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+    return scan
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:

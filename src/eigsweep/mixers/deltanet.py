@@ -31,8 +31,8 @@ from torch import nn
 
 from eigsweep.dsf import DSF
 from eigsweep.mixers.base import QKVMixer
-from eigsweep.mixers.blocks import (RMSNorm, causal_mask, gated_readout, inv_softplus, log_uniform, merge_heads,
-                                    pad_to_chunks)
+from eigsweep.mixers.blocks import (RMSNorm, causal_mask, float32_scan, gated_readout, inv_softplus, log_uniform,
+                                    merge_heads, pad_to_chunks)
 
 
 class DeltaNet(QKVMixer):
@@ -136,19 +136,18 @@ def small_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def unit_lower_solve(M: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """M^{-1} rhs for unit lower-triangular M (…, T, T): one triangular solve eagerly (fewest launches), the
-    blocked inverse under torch.compile when T is a power of 2 (the same values; tests/test_model.py), in at
-    least float32 and outside autocast: its matmuls build on each other level by level, which bf16 would not
-    survive (a mixer under bf16 autocast, benchmarks/throughput.py --bf16)."""
+    blocked inverse under torch.compile when T is a power of 2 (the same values; tests/test_model.py)."""
     T = M.shape[-1]
     if torch.compiler.is_compiling() and T & (T - 1) == 0:
-        dtype = torch.promote_types(M.dtype, torch.float32)
-        with torch.autocast(M.device.type, enabled=False):
-            return unit_lower_inverse(M.to(dtype)) @ rhs.to(dtype)
+        return unit_lower_inverse(M) @ rhs
     return torch.linalg.solve_triangular(M, rhs, upper=False, unitriangular=True)
 
 
+@float32_scan
 def chunked_delta_rule(q, k, v, beta, log_alpha, chunk=64):
-    """o_i = S_iᵀ q_i for S_i = α_i (I − β_i k_i k_iᵀ) S_{i-1} + β_i k_i v_iᵀ, S_{-1} = 0.
+    """o_i = S_iᵀ q_i for S_i = α_i (I − β_i k_i k_iᵀ) S_{i-1} + β_i k_i v_iᵀ, S_{-1} = 0, in float32 at least
+    and outside autocast (blocks.float32_scan: the blocked inverse's matmuls build on each other level by
+    level, which bf16 would not survive).
 
     q, k (B, H, L, N), v (B, H, L, P), beta (B, H, L), log_alpha (B, H, L) (0: α ≡ 1). Returns o (B, H, L, P).
     In a chunk with entering state S_0 and in-chunk decays γ_t = α_1⋯α_t: S_t = α_t S_{t-1} + k_t u_tᵀ with

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eigsweep.mixers.blocks import causal_mask, pad_to_chunks
+from eigsweep.mixers.blocks import causal_mask, float32_scan, pad_to_chunks
 from eigsweep.mixers.decay_scores_triton import decay_scores, reference_scores
 from eigsweep.mixers import linear_scan_triton, ssd_triton
 from eigsweep.mixers.triton_support import runs_fused as decay_scores_available
@@ -226,8 +226,10 @@ FUSED_SSD_ON_CUDA = False
 SSD_BACKWARD_BY_KERNELS = True
 
 
+@float32_scan
 def ssd_chunked(X, log_lam, Bm, Cm, chunk):
-    """Chunked scan of h_i = exp(log_lam_i) h_{i-1} + B_i X_iᵀ, y_i = C_iᵀ h_i (Mamba-2's SSD).
+    """Chunked scan of h_i = exp(log_lam_i) h_{i-1} + B_i X_iᵀ, y_i = C_iᵀ h_i (Mamba-2's SSD), in float32 at
+    least and outside autocast (blocks.float32_scan).
 
     X (b, L, H, P), log_lam (b, L, H), Bm and Cm (b, L, N). Returns y (b, L, H, P). With FUSED_SSD_ON_CUDA, on
     CUDA (float32/16, Triton installed; eagerly and compiled) the op ``ssd_op`` with the kernels of ssd_triton
