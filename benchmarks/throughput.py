@@ -35,6 +35,7 @@ import math
 import platform
 import time
 import traceback
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -183,30 +184,26 @@ def bf16_mixer(arch: str | None, on: bool = True):
         model_module.BF16_MIXERS = saved
 
 
+# module switches that a pair of compiled variants times one way and the other in the same run: option →
+# (module, flag, the variant's label with the flag on, with it off)
+SWITCHES = {
+    "conv_forms": (blocks, "FUSED_CONV_ON_CUDA", "conv op", "torch conv"),              # ShortConv by conv_triton
+    "ssd_forms": (scan, "FUSED_SSD_ON_CUDA", "SSD op", "torch SSD"),                    # Mamba-2's SSD by ssd_triton
+    "last_block_forms": (model_module, "LAST_BLOCK_AT_POSITIONS", "last block at labels", "last block whole"),
+}
+
+
 @contextlib.contextmanager
-def step_form(form: str):
-    """Code built and run inside computes the loss as ``form``: "fused" (cross_entropy.ce_rows on CUDA, the
-    default), "one-hot" (loss_fn's torch.compile form) or "F.cross_entropy"; "conv op" / "torch conv": the fused
-    loss, and ShortConv by the conv_triton op / by its torch form, whatever blocks.FUSED_CONV_ON_CUDA says;
-    "SSD op" / "torch SSD": the fused loss, and Mamba-2's SSD by scan.ssd_op / by its torch form
-    (scan.FUSED_SSD_ON_CUDA on / off); "last block at labels" / "last block whole": the fused loss, and
-    model.LAST_BLOCK_AT_POSITIONS on / off."""
-    saved = (train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.FUSED_CONV_ON_CUDA,
-             scan.FUSED_SSD_ON_CUDA, model_module.LAST_BLOCK_AT_POSITIONS)
-    train_module.FUSED_LOSS_ON_CUDA = form in ("fused", "conv op", "torch conv", "SSD op", "torch SSD",
-                                               "last block at labels", "last block whole")
-    train_module.ONE_HOT_LOSS_WHEN_COMPILED = form != "F.cross_entropy"
-    if form in ("conv op", "torch conv"):
-        blocks.FUSED_CONV_ON_CUDA = form == "conv op"
-    if form in ("SSD op", "torch SSD"):
-        scan.FUSED_SSD_ON_CUDA = form == "SSD op"
-    if form in ("last block at labels", "last block whole"):
-        model_module.LAST_BLOCK_AT_POSITIONS = form == "last block at labels"
-    try:
+def step_form(loss: str, switch: tuple = ()):
+    """Code built and run inside computes the loss as ``loss``: "fused" (cross_entropy.ce_rows on CUDA, the
+    default), "one-hot" (loss_fn's torch.compile form) or "F.cross_entropy"; ``switch`` (module, flag, value)
+    sets one of SWITCHES' flags meanwhile."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(train_module, "FUSED_LOSS_ON_CUDA", loss == "fused"))
+        stack.enter_context(mock.patch.object(train_module, "ONE_HOT_LOSS_WHEN_COMPILED", loss != "F.cross_entropy"))
+        if switch:
+            stack.enter_context(mock.patch.object(*switch))
         yield
-    finally:
-        (train_module.FUSED_LOSS_ON_CUDA, train_module.ONE_HOT_LOSS_WHEN_COMPILED, blocks.FUSED_CONV_ON_CUDA,
-         scan.FUSED_SSD_ON_CUDA, model_module.LAST_BLOCK_AT_POSITIONS) = saved
 
 
 def free(device):
@@ -238,12 +235,9 @@ def main():
                    "largest pack only")
     p.add_argument("--loss-forms", action="store_true", help="the compiled variant also with loss_fn's one-hot "
                    "form and with F.cross_entropy as the loss (the references for the fused cross-entropy)")
-    p.add_argument("--conv-forms", action="store_true", help="the compiled variant also with ShortConv by the "
-                   "conv_triton op and by its torch form (blocks.FUSED_CONV_ON_CUDA on / off)")
-    p.add_argument("--ssd-forms", action="store_true", help="the compiled variant also with Mamba-2's SSD by the "
-                   "ssd_triton kernels and by its torch form (scan.FUSED_SSD_ON_CUDA on / off)")
-    p.add_argument("--last-block-forms", action="store_true", help="the compiled variant also with the model's "
-                   "last block at the labelled positions only and over every position (model.LAST_BLOCK_AT_POSITIONS)")
+    for option, (module, flag, on, off) in SWITCHES.items():
+        p.add_argument(f"--{option.replace('_', '-')}", action="store_true", help=f"the compiled variant also as "
+                       f'"{on}" and as "{off}" ({module.__name__}.{flag} on / off)')
     p.add_argument("--all-models", nargs="*", default=list(registry.MIXERS))
     p.add_argument("--solo-compiled", action="store_true", help="the first table also times each of --all-models "
                    "solo with torch.compile (a ratio to softmax compiled; EIGSWEEP_COMPILE_MODE applies)")
@@ -325,23 +319,19 @@ def main():
             finally:
                 pack = None
                 free(device)
-        variants = [("compiled", True, False, "fused")] if arch in args.compile else []   # label, compile, bf16, loss
+        # label, compile, bf16, loss, switch
+        variants = [("compiled", True, False, "fused", ())] if arch in args.compile else []
         if arch in args.compile and args.loss_forms:
-            variants += [("compiled, one-hot loss", True, False, "one-hot"),
-                         ("compiled, F.cross_entropy", True, False, "F.cross_entropy")]
-        if arch in args.compile and args.conv_forms:
-            variants += [("compiled, conv op", True, False, "conv op"),
-                         ("compiled, torch conv", True, False, "torch conv")]
-        if arch in args.compile and args.ssd_forms:
-            variants += [("compiled, SSD op", True, False, "SSD op"),
-                         ("compiled, torch SSD", True, False, "torch SSD")]
-        if arch in args.compile and args.last_block_forms:
-            variants += [("compiled, last block at labels", True, False, "last block at labels"),
-                         ("compiled, last block whole", True, False, "last block whole")]
+            variants += [("compiled, one-hot loss", True, False, "one-hot", ()),
+                         ("compiled, F.cross_entropy", True, False, "F.cross_entropy", ())]
+        for option, (module, flag, on, off) in SWITCHES.items():
+            if arch in args.compile and getattr(args, option):
+                variants += [(f"compiled, {label}", True, False, "fused", (module, flag, value))
+                             for label, value in ((on, True), (off, False))]
         if arch in args.bf16:
-            variants += [("bf16 mixer", False, True, "fused")] + ([("bf16 mixer, compiled", True, True, "fused")]
-                                                                   if arch in args.compile else [])
-        for label, comp, bf16, loss in variants:
+            variants += [("bf16 mixer", False, True, "fused", ())] + (
+                [("bf16 mixer, compiled", True, True, "fused", ())] if arch in args.compile else [])
+        for label, comp, bf16, loss, switch in variants:
             sizes = fitted[-1:] if args.variant_packs is None else [n for n in args.variant_packs if n in fitted]
             for n in sizes + ([] if args.no_solo_variants else [1]):
                 path = f"solo, {label}" if n == 1 else f"pack {n}, {label}"
@@ -352,7 +342,7 @@ def main():
                         else:
                             runner = Pack([make_spec(args, arch, seed=s, lr=1e-3 * (1 + s % 4)) for s in range(n)],
                                           ["-"] * n, compile=comp)
-                    with step_form(loss):    # compiled at the first timed call
+                    with step_form(loss, switch):    # compiled at the first timed call
                         row(path, n / time_steps(runner.train_step, device, 5, args.repeat))
                 except Exception as e:  # noqa: BLE001  compile support varies; report, go on
                     print(f"| {arch} | {path} | failed: {type(e).__name__}: {str(e)[:80]} | | | |", flush=True)
