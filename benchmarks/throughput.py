@@ -19,11 +19,15 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
   "compiled, conv op" / "compiled, torch conv" (--conv-forms): ShortConv by the fused conv_triton op / by its
   torch form (blocks.FUSED_CONV_ON_CUDA), the op and its reference in one run;
   "compiled, SSD op" / "compiled, torch SSD" (--ssd-forms): Mamba-2's SSD by the ssd_triton kernels (scan.ssd_op)
-  / by scan.ssd_chunked's torch form;
+  / by scan.ssd_chunked's torch form (with fla's SSD off);
+  "compiled, fla delta rule" / "compiled, own delta rule" (--fla-delta-forms), "compiled, fla SSD" / "compiled,
+  own SSD" (--fla-ssd-forms): the DeltaNets' delta rule and Mamba-2's SSD by flash-linear-attention's kernels
+  (mixers/fla_ops, bf16; on where fla is installed) / by the mixers' own forms;
   "compiled, last block at labels" / "compiled, last block whole" (--last-block-forms): the model's last block
   at the labelled positions only / over every position, its output gathered (model.LAST_BLOCK_AT_POSITIONS).
 MFU: model FLOPs of one step of the new path (counted by torch.utils.flop_counter: forward + backward, logits at
-labelled positions) × run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
+labelled positions; the scans counted on their own forms, as the counter cannot see into fla's kernels) ×
+run-steps/s, over the bf16 matmul rate measured in the same run (8192³ matmuls). First,
 ms/step of every registered model on the new solo path, as a ratio to softmax.
 """
 from __future__ import annotations
@@ -44,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from eigsweep import model as model_module
 from eigsweep import train as train_module
 from eigsweep import registry
-from eigsweep.mixers import blocks, scan
+from eigsweep.mixers import blocks, fla_ops, scan
 from eigsweep.config import EvalConfig, ModelConfig, RunSpec, TrainConfig
 from eigsweep.pack import Pack
 from eigsweep.train import Trainer, lr_factor
@@ -164,8 +168,10 @@ def old_step_fn(trainer: Trainer):
 
 
 def step_flops(trainer: Trainer) -> float:
+    """FLOPs of one training step, counted on the mixers' own scans (the counter cannot see inside fla's ops)."""
     x, pos, y = trainer.tensors.batch(trainer.order.indices(0)[0])
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, mock.patch.object(fla_ops, "DELTA_RULE_ON_CUDA", False), \
+            mock.patch.object(fla_ops, "SSD_ON_CUDA", False):
         trainer.batch_loss(x, pos, y).backward()
     trainer.opt.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
@@ -188,7 +194,9 @@ def bf16_mixer(arch: str | None, on: bool = True):
 # (module, flag, the variant's label with the flag on, with it off)
 SWITCHES = {
     "conv_forms": (blocks, "FUSED_CONV_ON_CUDA", "conv op", "torch conv"),              # ShortConv by conv_triton
-    "ssd_forms": (scan, "FUSED_SSD_ON_CUDA", "SSD op", "torch SSD"),                    # Mamba-2's SSD by ssd_triton
+    "ssd_forms": (scan, "FUSED_SSD_ON_CUDA", "SSD op", "torch SSD"),   # Mamba-2's SSD by ssd_triton (fla's off)
+    "fla_delta_forms": (fla_ops, "DELTA_RULE_ON_CUDA", "fla delta rule", "own delta rule"),   # the DeltaNets
+    "fla_ssd_forms": (fla_ops, "SSD_ON_CUDA", "fla SSD", "own SSD"),                          # Mamba-2
     "last_block_forms": (model_module, "LAST_BLOCK_AT_POSITIONS", "last block at labels", "last block whole"),
 }
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.func import vmap
 
 from eigsweep.config import ModelConfig
-from eigsweep.mixers import blocks
+from eigsweep.mixers import blocks, fla_ops
 from eigsweep.mixers import conv_triton as ct
 from eigsweep.mixers.mamba2 import Mamba2
 from conftest import assert_importing_does_not_import_triton, relative_error, run_in_triton_interpreter
@@ -133,6 +133,7 @@ def test_mamba2_on_cuda_with_the_op_equals_the_torch_form(monkeypatch):
     u = torch.randn(2, 300, 128, device="cuda")
     params = list(m.parameters())
     outs = []
+    monkeypatch.setattr(fla_ops, "SSD_ON_CUDA", False)     # the SSD in float32 (fla's is bf16): the conv is tested
     monkeypatch.setattr(blocks, "FUSED_CONV_ON_CUDA", True)
     for fused, compile in [(True, False), (True, True), (False, False)]:
         monkeypatch.setattr(blocks, "runs_fused", (lambda t: True) if fused else (lambda t: False))

@@ -13,7 +13,7 @@ import torch
 from torch.func import vmap
 
 from eigsweep.config import ModelConfig
-from eigsweep.mixers import scan, ssd_triton
+from eigsweep.mixers import fla_ops, scan, ssd_triton
 from eigsweep.mixers.mamba2 import Mamba2
 from conftest import assert_importing_does_not_import_triton, relative_error, run_in_triton_interpreter
 
@@ -149,6 +149,7 @@ def test_mamba2_on_cuda_equals_eager_torch_form(monkeypatch, op, compiled):
     """The Mamba-2 mixer on CUDA with the op (its kernels, exact float32 products) and/or compiled equals the same
     mixer eager on the torch form: output and every parameter's gradient."""
     monkeypatch.setattr(ssd_triton, "DOT_PRECISION", "ieee")
+    monkeypatch.setattr(fla_ops, "SSD_ON_CUDA", False)     # fla's SSD comes first where installed
     monkeypatch.setattr(scan, "FUSED_SSD_ON_CUDA", op)
     torch.manual_seed(0)
     m = Mamba2(ModelConfig(d_model=64, n_layers=1, d_state=32, head_dim=16)).cuda()

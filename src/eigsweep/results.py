@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import os
 import subprocess
 import tempfile
@@ -76,6 +77,17 @@ def provenance() -> dict[str, str]:
                     source_hash=source_hash())
     return dict(git_commit="unknown", code_version=f"{eigsweep.__version__}+src.{source_hash()}",
                 code_version_kind="version + source hash", source_hash=source_hash())
+
+
+def fla_core_used(device: str) -> str:
+    """fla-core's version where a run on ``device`` trained with its kernels available (CUDA, installed: the
+    DeltaNets' delta rule, mixers/fla_ops), else "": those runs' scans had bf16 storage."""
+    if not device.startswith("cuda"):
+        return ""
+    try:
+        return importlib.metadata.version("fla-core")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def git_commit() -> str:
@@ -186,7 +198,8 @@ def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Datas
                 task_name=spec.task_name, modification=spec.modification, seed=spec.seed, lr=spec.lr)
     ds = ds.assign_coords(axes)
     ds.attrs.update(schema_version=SCHEMA_VERSION, eigsweep_version=eigsweep.__version__, **provenance(),
-                    config_hash=spec.config_hash(), device=device, wall_time_s=float(wall_time_s),
+                    config_hash=spec.config_hash(), device=device, fla_core=fla_core_used(device),
+                    wall_time_s=float(wall_time_s),
                     spec_json=spec.to_json(), status=status)
     return ds
 

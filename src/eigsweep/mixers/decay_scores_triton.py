@@ -30,7 +30,7 @@ import types
 import torch
 
 from eigsweep.mixers.blocks import causal_mask
-from eigsweep.mixers.triton_support import build_kernels, fused, next_pow2, vmapped_first
+from eigsweep.mixers.triton_support import backward_by, build_kernels, fused, next_pow2, vmapped_first
 
 BLOCK_N = 32        # key channels per step: a (T, T, 32) tile, 8192 floats for T = 16
 NUM_WARPS = 4
@@ -94,15 +94,7 @@ def _(q, k, g, dS):
     return q.new_empty(q.shape), k.new_empty(k.shape), g.new_empty(g.shape)
 
 
-def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _backward(ctx, dS):
-    return decay_scores_backward(*ctx.saved_tensors, dS)
-
-
-decay_scores.register_autograd(_backward, setup_context=_setup_context)
+backward_by(decay_scores, decay_scores_backward)
 
 
 @decay_scores.register_vmap

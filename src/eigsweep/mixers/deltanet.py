@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eigsweep.dsf import DSF
+from eigsweep.mixers import fla_ops
 from eigsweep.mixers.base import QKVMixer
 from eigsweep.mixers.blocks import (RMSNorm, causal_mask, float32_scan, gated_readout, inv_softplus, log_uniform,
                                     merge_heads, pad_to_chunks)
@@ -42,6 +43,7 @@ class DeltaNet(QKVMixer):
     # timings, two runs), 14.6 against 18.0 ms in another run, and a compiled pack of 32 ran 512 run-steps/s
     # at 128 (484 at 64, an earlier session); benchmarks/README.md, eleventh and twelfth sessions
     chunk = 128
+    gated = False       # log_alpha ≡ 0
 
     def __init__(self, cfg, layer_idx=0):
         super().__init__(cfg, layer_idx)
@@ -66,7 +68,7 @@ class DeltaNet(QKVMixer):
 
     def forward(self, u):
         f = self.features(u)
-        y = chunked_delta_rule(f["q"], f["k"], f["v"], f["beta"], f["log_alpha"], self.chunk)
+        y = chunked_delta_rule(f["q"], f["k"], f["v"], f["beta"], f["log_alpha"], self.chunk, self.gated)
         return self.readout(y, u)
 
     def eigenvalues(self, u):
@@ -93,6 +95,7 @@ class GatedDeltaNet(DeltaNet):
     # at 64 and 463 at 128 in one run (3%, within run-to-run noise); benchmarks/README.md, twelfth session.
     # (Before those changes 128 had been faster: 22.8 / 24.9 against 29.0 / 31.3 ms.)
     chunk = 64
+    gated = True
 
     def __init__(self, cfg, layer_idx=0):
         super().__init__(cfg, layer_idx)
@@ -143,13 +146,24 @@ def unit_lower_solve(M: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve_triangular(M, rhs, upper=False, unitriangular=True)
 
 
-@float32_scan
-def chunked_delta_rule(q, k, v, beta, log_alpha, chunk=64):
-    """o_i = S_iᵀ q_i for S_i = α_i (I − β_i k_i k_iᵀ) S_{i-1} + β_i k_i v_iᵀ, S_{-1} = 0, in float32 at least
-    and outside autocast (blocks.float32_scan: the blocked inverse's matmuls build on each other level by
-    level, which bf16 would not survive).
+def chunked_delta_rule(q, k, v, beta, log_alpha, chunk=64, gated=True):
+    """o_i = S_iᵀ q_i for S_i = α_i (I − β_i k_i k_iᵀ) S_{i-1} + β_i k_i v_iᵀ, S_{-1} = 0.
 
-    q, k (B, H, L, N), v (B, H, L, P), beta (B, H, L), log_alpha (B, H, L) (0: α ≡ 1). Returns o (B, H, L, P).
+    q, k (B, H, L, N), v (B, H, L, P), beta (B, H, L), log_alpha (B, H, L) (0: α ≡ 1; ``gated=False`` says it is
+    0). Returns o (B, H, L, P). On CUDA with fla installed (fla_ops.DELTA_RULE_ON_CUDA) fla's kernels, which take
+    bf16 (the inputs as they come: cast once, inside the op); else delta_rule_torch, in float32 at least.
+    """
+    if fla_ops.DELTA_RULE_ON_CUDA and fla_ops.available(q, gated):
+        return fla_ops.delta_rule(q, k, v, beta, log_alpha, gated)[0]
+    return delta_rule_torch(q, k, v, beta, log_alpha, chunk)
+
+
+@float32_scan
+def delta_rule_torch(q, k, v, beta, log_alpha, chunk):
+    """chunked_delta_rule's torch form, with chunks of ``chunk`` tokens, in float32 at least and outside autocast
+    (blocks.float32_scan: the blocked inverse's matmuls build on each other level by level, which bf16 would not
+    survive).
+
     In a chunk with entering state S_0 and in-chunk decays γ_t = α_1⋯α_t: S_t = α_t S_{t-1} + k_t u_tᵀ with
     u_t = β_t (v_t − α_t S_{t-1}ᵀ k_t), so U = (I + A)^{-1} diag(β) (V − diag(γ) K S_0) = U_v − W S_0 with
     A_tj = β_t (γ_t/γ_j) k_tᵀ k_j (j < t); then O = diag(γ) Q S_0 + (QKᵀ ⊙ Γ)_{j≤t} U and

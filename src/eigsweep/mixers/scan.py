@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from eigsweep.mixers.blocks import causal_mask, float32_scan, pad_to_chunks
 from eigsweep.mixers.decay_scores_triton import decay_scores, reference_scores
-from eigsweep.mixers import linear_scan_triton, ssd_triton
+from eigsweep.mixers import fla_ops, linear_scan_triton, ssd_triton
 from eigsweep.mixers.triton_support import runs_fused as decay_scores_available
 from eigsweep.mixers.triton_support import runs_fused as linear_scan_available
 from eigsweep.mixers.triton_support import runs_fused as ssd_available
@@ -235,6 +235,8 @@ def ssd_chunked(X, log_lam, Bm, Cm, chunk):
     CUDA (float32/16, Triton installed; eagerly and compiled) the op ``ssd_op`` with the kernels of ssd_triton
     (their own chunk size), else the torch form below, differentiated by autograd.
     """
+    if fla_ops.SSD_ON_CUDA and fla_ops.available(X, gated=True):
+        return fla_ops.ssd(X, log_lam, Bm, Cm)
     if FUSED_SSD_ON_CUDA and ssd_available(X):
         return ssd_op(X, log_lam, Bm, Cm)[0]
     return _ssd_torch(X, log_lam, Bm, Cm, chunk)[0]

@@ -38,6 +38,17 @@ def vmapped_folded(info, in_dims, *tensors: torch.Tensor) -> tuple[list[torch.Te
     return [t.flatten(0, 1) for t in front], front[0].shape[:2]
 
 
+def backward_by(op, backward_op) -> None:
+    """Registers op's autograd formula as ``backward_op(*op's tensor inputs, the output's gradient)``, op's
+    inputs saved as they are (ops with one output; their non-tensor arguments get no gradient)."""
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def backward(ctx, grad):
+        return backward_op(*ctx.saved_tensors, grad)
+    op.register_autograd(backward, setup_context=setup_context)
+
+
 def build_kernels(build):
     """``build(triton, triton.language)``, or None where Triton cannot be imported."""
     try:
