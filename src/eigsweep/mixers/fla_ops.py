@@ -3,8 +3,8 @@ DeltaNet and gated DeltaNet, and Mamba-2's SSD, on CUDA.
 
 On an H200 at a pack's size (2048 sequences × L 512, one DeltaNet layer) fla's delta rule took 7.9 ms forward +
 backward against 22.5 ms for deltanet.py's chunked form compiled (benchmarks/fla_probe.py). Its kernels take
-bf16 (16-bit storage, float32 accumulation and state): the ops cast their float32 inputs to bf16 and their
-results back, so they differ from the float32 form by bf16 rounding (relative 6e-3 on y in the probe) where the
+bf16 (16-bit storage, float32 accumulation and state): the ops cast their inputs to bf16 (a no-op for the bf16
+projections of a mixer in model.BF16_MIXERS) and their results back to the inputs' dtype, so they differ from the float32 form by bf16 rounding (relative 6e-3 on y in the probe) where the
 mixer's own form differs by TF32's (6e-4). Eigenvalues never pass through them (they come from ``features`` in
 float64).
 
@@ -19,7 +19,9 @@ backward kernels), vmap rules (a pack's members become more sequences of one lau
 runs eagerly, vmapped and under torch.compile (one opaque call). Off CUDA, or where fla or Triton cannot be
 imported, the op bodies compute the mixers' own torch forms (forward, and torch.func.vjp for the backward): the
 CPU tests check the ops' plumbing through them. The mixers call the ops where ``available`` and their switch
-(DELTA_RULE_ON_CUDA, SSD_ON_CUDA) is on; fla's internal entry points are those of fla-core 0.6.0.
+(DELTA_RULE_ON_CUDA, SSD_ON_CUDA) is on; fla's internal entry points are those of fla-core 0.6.0. The kernels
+with a decay (gated DeltaNet, the SSD) are not available on Hopper GPUs with Triton from 3.4.0 to before 3.7.1,
+where fla refuses them (``gated_kernels_right``): they have never run on this project's H200 (Triton 3.6.0).
 """
 from __future__ import annotations
 
@@ -45,8 +47,8 @@ def available(t: torch.Tensor, gated: bool) -> bool:
 
 @torch.compiler.assume_constant_result
 def gated_kernels_right(device_index) -> bool:
-    """False where fla refuses its gated kernels' backward (fla's issue 640: Triton 3.4 up to 3.7.1 gives wrong
-    results on Hopper GPUs, compute capability 9.x), read from the versions and the device without importing
+    """False where fla refuses its gated kernels' backward (fla's issue 640: Triton from 3.4.0 to before 3.7.1
+    gives wrong results on Hopper GPUs, compute capability 9.x), read from the versions and the device without importing
     either package; fla checks the same itself and raises."""
     from importlib.metadata import version
     from packaging.version import Version

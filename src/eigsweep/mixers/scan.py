@@ -6,9 +6,11 @@
 - ``diagonal_scan``/``causal_fft_conv``: the same for a constant diagonal λ, by FFT (S5, LRU, S4, S4D);
 - ``chunked_linear_attention``: Σ_{j≤i} (q_i·k_j) v_j (linear and norm attention);
 - ``chunked_decay_attention``: decay per token and key channel (GLA; CUDA: ``decay_scores_triton``) or head (RetNet);
-- ``ssd_chunked``: Mamba-2's state space duality form, scalar decay per head (on CUDA with FUSED_SSD_ON_CUDA:
-  ``ssd_op``, the Triton kernels of ``ssd_triton``; off by default, slower than the compiled torch form).
-The DeltaNet family's chunked delta rule stays in deltanet.py (its one user). None of these loops over tokens
+- ``ssd_chunked``: Mamba-2's state space duality form, scalar decay per head (on CUDA: flash-linear-attention's
+  kernels where fla_ops.available, never yet on a GPU: fla refuses them on Hopper with Triton < 3.7.1; or with
+  FUSED_SSD_ON_CUDA ``ssd_op``, the Triton kernels of ``ssd_triton``, off by default, slower than the compiled
+  torch form).
+The DeltaNet family's chunked delta rule stays in deltanet.py (its one user; on CUDA fla's kernels). None of these loops over tokens
 in Python, and none updates a tensor in place, so they compose with torch.func.vmap.
 """
 from __future__ import annotations
@@ -231,9 +233,10 @@ def ssd_chunked(X, log_lam, Bm, Cm, chunk):
     """Chunked scan of h_i = exp(log_lam_i) h_{i-1} + B_i X_iᵀ, y_i = C_iᵀ h_i (Mamba-2's SSD), in float32 at
     least and outside autocast (blocks.float32_scan).
 
-    X (b, L, H, P), log_lam (b, L, H), Bm and Cm (b, L, N). Returns y (b, L, H, P). With FUSED_SSD_ON_CUDA, on
-    CUDA (float32/16, Triton installed; eagerly and compiled) the op ``ssd_op`` with the kernels of ssd_triton
-    (their own chunk size), else the torch form below, differentiated by autograd.
+    X (b, L, H, P), log_lam (b, L, H), Bm and Cm (b, L, N). Returns y (b, L, H, P). On CUDA where fla's gated
+    kernels run (fla_ops.available, fla_ops.SSD_ON_CUDA) the op ``fla_ops.ssd`` (bf16 storage); else with
+    FUSED_SSD_ON_CUDA, on CUDA (float32/16, Triton installed; eagerly and compiled) the op ``ssd_op`` with the
+    kernels of ssd_triton (their own chunk size); else the torch form below, differentiated by autograd.
     """
     if fla_ops.SSD_ON_CUDA and fla_ops.available(X, gated=True):
         return fla_ops.ssd(X, log_lam, Bm, Cm)
