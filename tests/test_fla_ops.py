@@ -111,6 +111,18 @@ def test_cpu_keeps_the_own_forms():
     assert not calls
 
 
+@pytest.mark.parametrize("capability, triton, right", [((9, 0), "3.6.0", False), ((9, 0), "3.4.0", False),
+                                                       ((9, 0), "3.7.1", True), ((9, 0), "3.3.1", True),
+                                                       ((8, 0), "3.6.0", True), ((10, 0), "3.6.0", True)])
+def test_gated_kernels_are_refused_where_fla_refuses_them(monkeypatch, capability, triton, right):
+    """fla's own guard (its issue 640): no gated kernels on a Hopper GPU (capability 9.x) with Triton 3.4.0 to
+    3.7.0; read from the versions and the device, without importing either."""
+    import importlib.metadata
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: triton if name == "triton" else "0")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    assert fla_ops.gated_kernels_right(0) is right
+
+
 # --- GPU ------------------------------------------------------------------------------------------------------
 
 BF16_TOL = 3e-2      # relative to the float64 values' largest magnitude: bf16 storage of the inputs (8 bits)
