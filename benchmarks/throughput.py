@@ -20,6 +20,8 @@ Run-steps/s (training steps summed over the runs trained at once, evaluation exc
   torch form (blocks.FUSED_CONV_ON_CUDA), the op and its reference in one run;
   "compiled, SSD op" / "compiled, torch SSD" (--ssd-forms): Mamba-2's SSD by the ssd_triton kernels (scan.ssd_op)
   / by scan.ssd_chunked's torch form (with fla's SSD off);
+  "compiled, scan stand-in (a ceiling, not a model)" (--scan-ceiling): Mamba-2's or a DeltaNet's scan replaced by
+  cheap element-wise work, the rate the rest of the step allows;
   "compiled, fla delta rule" / "compiled, own delta rule" (--fla-delta-forms), "compiled, fla SSD" / "compiled,
   own SSD" (--fla-ssd-forms): the DeltaNets' delta rule and Mamba-2's SSD by flash-linear-attention's kernels
   (mixers/fla_ops, bf16; on where fla is installed) / by the mixers' own forms;
@@ -49,6 +51,8 @@ from eigsweep import model as model_module
 from eigsweep import train as train_module
 from eigsweep import registry
 from eigsweep.mixers import blocks, fla_ops, scan
+from eigsweep.mixers import deltanet as deltanet_module
+from eigsweep.mixers import mamba2 as mamba2_module
 from eigsweep.config import EvalConfig, ModelConfig, RunSpec, TrainConfig
 from eigsweep.pack import Pack
 from eigsweep.train import Trainer, lr_factor
@@ -201,6 +205,23 @@ SWITCHES = {
 }
 
 
+def ssd_stand_in(X, log_lam, Bm, Cm, chunk):
+    """Not Mamba-2's SSD: element-wise work that reads every input and gives each a gradient (--scan-ceiling)."""
+    return X * torch.sigmoid(log_lam)[..., None] + (Bm * Cm).sum(-1)[..., None, None]
+
+
+def delta_rule_stand_in(q, k, v, beta, log_alpha, chunk=64, gated=True):
+    """Not the delta rule: element-wise work that reads every input and gives each a gradient (--scan-ceiling)."""
+    return v * beta[..., None] + (q * k).sum(-1, keepdim=True) + log_alpha[..., None]
+
+
+# --scan-ceiling: arch → (module, name, stand-in): the compiled pack with its scan replaced by cheap element-wise
+# work, the rate the rest of the step allows (a ceiling for work on the scan alone; not a model)
+SCAN_STAND_INS = {"mamba2": (mamba2_module, "ssd_chunked", ssd_stand_in),
+                  "deltanet": (deltanet_module, "chunked_delta_rule", delta_rule_stand_in),
+                  "gated_deltanet": (deltanet_module, "chunked_delta_rule", delta_rule_stand_in)}
+
+
 @contextlib.contextmanager
 def step_form(loss: str, switch: tuple = ()):
     """Code built and run inside computes the loss as ``loss``: "fused" (cross_entropy.ce_rows on CUDA, the
@@ -241,6 +262,8 @@ def main():
                    "that the compiled/bf16 variants are timed at (default: the largest that fit)")
     p.add_argument("--no-solo-variants", action="store_true", help="time the compiled/fp32 variants on the "
                    "largest pack only")
+    p.add_argument("--scan-ceiling", action="store_true", help="also the compiled pack with the scan replaced by "
+                   "cheap element-wise work (SCAN_STAND_INS: Mamba-2, the DeltaNets): what the rest of the step allows")
     p.add_argument("--loss-forms", action="store_true", help="the compiled variant also with loss_fn's one-hot "
                    "form and with F.cross_entropy as the loss (the references for the fused cross-entropy)")
     for option, (module, flag, on, off) in SWITCHES.items():
@@ -336,6 +359,9 @@ def main():
             if arch in args.compile and getattr(args, option):
                 variants += [(f"compiled, {label}", True, False, "fused", (module, flag, value))
                              for label, value in ((on, True), (off, False))]
+        if arch in args.compile and args.scan_ceiling and arch in SCAN_STAND_INS:
+            variants += [("compiled, scan stand-in (a ceiling, not a model)", True, False, "fused",
+                          SCAN_STAND_INS[arch])]
         if arch in args.bf16:
             variants += [("bf16 mixer", False, True, "fused", ())] + (
                 [("bf16 mixer, compiled", True, True, "fused", ())] if arch in args.compile else [])
