@@ -86,11 +86,16 @@ def forward_usr2(script: str) -> str:
     ``scancel --signal=USR2 --batch`` (and ``--signal=B:USR2``) signal only the batch shell, which dies of it
     (the job ends FAILED) or, trapping it, runs the trap only after the foreground ``srun`` returns. So
     ``srun`` runs in the background and the shell waits for it, forwarding USR2 (srun passes it on to the
-    task, where submitit/TrainJob checkpoint and requeue). The script's exit status stays srun's."""
+    task, where submitit/TrainJob checkpoint and requeue). The script's exit status stays srun's. The trap is
+    set before srun starts (set after, a signal in between killed the shell: seen in CI under load); a signal
+    that comes before srun's process id is known is forwarded a second after it is."""
     lines = script.splitlines()
     (i,) = [i for i, line in enumerate(lines) if line.startswith("srun ")]
-    lines[i:i + 1] = [lines[i] + " &", "EIGSWEEP_STEP=$!",
-                      "trap 'kill -USR2 \"$EIGSWEEP_STEP\" 2>/dev/null' USR2",
+    lines[i:i + 1] = ["EIGSWEEP_STEP= EIGSWEEP_PENDING=",
+                      "trap 'if [ -n \"$EIGSWEEP_STEP\" ]; then kill -USR2 \"$EIGSWEEP_STEP\" 2>/dev/null; "
+                      "else EIGSWEEP_PENDING=1; fi' USR2",
+                      lines[i] + " &", "EIGSWEEP_STEP=$!",
+                      'if [ -n "$EIGSWEEP_PENDING" ]; then sleep 1; kill -USR2 "$EIGSWEEP_STEP" 2>/dev/null; fi',
                       'while kill -0 "$EIGSWEEP_STEP" 2>/dev/null; do wait "$EIGSWEEP_STEP"; done',
                       'wait "$EIGSWEEP_STEP"']
     return "\n".join(lines) + "\n"
