@@ -40,7 +40,7 @@ def test_result_file_contract(tmp_path, arch):
     np.testing.assert_allclose(ds.bin_fraction_during.sel(spectrum_step=12), ds.bin_fraction.sel(stage="trained"))
     assert 0 <= ds.best_acc.item() <= 1 and ds.best_acc.item() >= ds.final_acc.item()
     assert ds.attrs["config_hash"] and ds.attrs["eigsweep_version"] and ds.attrs["device"] == "cpu" \
-        and ds.attrs["fla_core"] == ""
+        and ds.attrs["fla_core"] == "" and ds.attrs["mixer_precision"] == "float32"
     assert list(tmp_path.iterdir()) == [out]   # nothing temporary left behind
 
 

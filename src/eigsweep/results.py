@@ -79,6 +79,15 @@ def provenance() -> dict[str, str]:
                 code_version_kind="version + source hash", source_hash=source_hash())
 
 
+def mixer_precision(arch: str, device: str) -> str:
+    """How the run's mixer computed: under bf16 autocast on CUDA for the mixers in model.BF16_MIXERS (a set that
+    has grown: Mamba-2 and DeltaNet joined it in the fifteenth session), else float32 (TF32 matmuls on CUDA)."""
+    from eigsweep.model import BF16_MIXERS
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bf16 autocast" if arch in BF16_MIXERS else "float32 (TF32 matmuls)"
+
+
 def fla_core_used(device: str) -> str:
     """fla-core's version where a run on ``device`` trained with its kernels available (CUDA, installed: the
     DeltaNets' delta rule, mixers/fla_ops), else "": those runs' scans had bf16 storage."""
@@ -198,7 +207,8 @@ def build_result(spec, stages: dict[str, xr.Dataset], during: dict[int, xr.Datas
                 task_name=spec.task_name, modification=spec.modification, seed=spec.seed, lr=spec.lr)
     ds = ds.assign_coords(axes)
     ds.attrs.update(schema_version=SCHEMA_VERSION, eigsweep_version=eigsweep.__version__, **provenance(),
-                    config_hash=spec.config_hash(), device=device, fla_core=fla_core_used(device),
+                    config_hash=spec.config_hash(), device=device, mixer_precision=mixer_precision(spec.arch, device),
+                    fla_core=fla_core_used(device),
                     wall_time_s=float(wall_time_s),
                     spec_json=spec.to_json(), status=status)
     return ds
