@@ -196,7 +196,7 @@ def test_result_files_compress_coordinates_too_and_rewrite_identically(two_runs,
 def test_mixer_precision_names_bf16_autocast_only_for_bf16_mixers_on_cuda():
     from eigsweep.model import BF16_MIXERS
     from eigsweep.results import mixer_precision
-    assert "mamba2" in BF16_MIXERS and "lru" not in BF16_MIXERS
-    assert mixer_precision("mamba2", "cuda") == "bf16 autocast"
-    assert mixer_precision("mamba2", "cpu") == "float32"
+    assert "deltanet" in BF16_MIXERS and "lru" not in BF16_MIXERS
+    assert mixer_precision("deltanet", "cuda") == "bf16 autocast"
+    assert mixer_precision("deltanet", "cpu") == "float32"
     assert mixer_precision("lru", "cuda:0") == "float32 (TF32 matmuls)"

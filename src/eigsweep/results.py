@@ -81,7 +81,7 @@ def provenance() -> dict[str, str]:
 
 def mixer_precision(arch: str, device: str) -> str:
     """How the run's mixer computed: under bf16 autocast on CUDA for the mixers in model.BF16_MIXERS (a set that
-    has grown: Mamba-2 and DeltaNet joined it in the fifteenth session), else float32 (TF32 matmuls on CUDA)."""
+    has grown: DeltaNet joined it in the fifteenth session), else float32 (TF32 matmuls on CUDA)."""
     from eigsweep.model import BF16_MIXERS
     if not device.startswith("cuda"):
         return "float32"
