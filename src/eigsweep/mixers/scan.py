@@ -235,8 +235,9 @@ def ssd_chunked(X, log_lam, Bm, Cm, chunk):
 
     X (b, L, H, P), log_lam (b, L, H), Bm and Cm (b, L, N). Returns y (b, L, H, P). On CUDA where fla's gated
     kernels run (fla_ops.available, fla_ops.SSD_ON_CUDA) the op ``fla_ops.ssd`` (bf16 storage); else with
-    FUSED_SSD_ON_CUDA, on CUDA (float32/16, Triton installed; eagerly and compiled) the op ``ssd_op`` with the
-    kernels of ssd_triton (their own chunk size); else the torch form below, differentiated by autograd.
+    FUSED_SSD_ON_CUDA, on CUDA (Triton installed; eagerly and compiled; float32, as this scan runs in float32 at
+    least) the op ``ssd_op`` with the kernels of ssd_triton (their own chunk size); else the torch form below,
+    differentiated by autograd.
     """
     if fla_ops.SSD_ON_CUDA and fla_ops.available(X, gated=True):
         return fla_ops.ssd(X, log_lam, Bm, Cm)
