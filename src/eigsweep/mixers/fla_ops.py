@@ -4,8 +4,9 @@ DeltaNet and gated DeltaNet, and Mamba-2's SSD, on CUDA.
 On an H200 at a pack's size (2048 sequences × L 512, one DeltaNet layer) fla's delta rule took 7.9 ms forward +
 backward against 22.5 ms for deltanet.py's chunked form compiled (benchmarks/fla_probe.py). Its kernels take
 bf16 (16-bit storage, float32 accumulation and state): the ops cast their inputs to bf16 (a no-op for the bf16
-projections of a mixer in model.BF16_MIXERS) and their results back to the inputs' dtype, so they differ from the float32 form by bf16 rounding (relative 6e-3 on y in the probe) where the
-mixer's own form differs by TF32's (6e-4). Eigenvalues never pass through them (they come from ``features`` in
+projections of a mixer in model.BF16_MIXERS) and their results back to the inputs' dtype, so they differ from
+the float32 form by bf16 rounding (relative 6e-3 on y in the probe) where the mixer's own form differs by TF32's
+(6e-4). Eigenvalues never pass through them (they come from ``features`` in
 float64).
 
 - ``delta_rule(q, k, v, beta, log_alpha, gated)``: deltanet.chunked_delta_rule's recurrence, in its layout
@@ -30,7 +31,7 @@ import importlib.util
 
 import torch
 
-from eigsweep.mixers.triton_support import backward_by, runs_fused, vmapped_folded
+from eigsweep.mixers.triton_support import backward_by, fused, runs_fused, vmapped_folded
 
 FLA_INSTALLED = importlib.util.find_spec("fla") is not None     # looked up, not imported
 DELTA_RULE_ON_CUDA = True     # deltanet.chunked_delta_rule by fla on CUDA
@@ -42,7 +43,16 @@ CHUNK = 64                    # fla's chunk size; the torch bodies use it too (i
 def available(t: torch.Tensor, gated: bool) -> bool:
     """Whether the ops would run fla's kernels for tensors like t (``gated``: with a decay, as gated DeltaNet's
     and the SSD), decided without importing fla or Triton (so torch.compile can trace the decision)."""
-    return FLA_INSTALLED and runs_fused(t) and (not gated or gated_kernels_right(t.device.index))
+    return FLA_INSTALLED and runs_fused(t) and _gate_allowed(t, gated)
+
+
+def _runs_fla(t, gated):
+    """The op bodies' check, with the import: fla's kernels run for tensors like t."""
+    return fused(t, kernels) and _gate_allowed(t, gated)
+
+
+def _gate_allowed(t, gated):
+    return not gated or gated_kernels_right(t.device.index)
 
 
 @torch.compiler.assume_constant_result
@@ -73,11 +83,6 @@ def kernels():
                 cumsum=chunk_local_cumsum, rcp_ln2=RCP_LN2)
 
 
-def _runs_fla(t, gated):
-    return t.is_cuda and t.dtype != torch.float64 and kernels() is not None and (not gated or gated_kernels_right(
-        t.device.index))
-
-
 def _to_fla(t, dtype=DTYPE):
     """(B, H, L, …) → fla's (B, L, H, …), contiguous, in dtype."""
     return t.transpose(1, 2).to(dtype).contiguous()
@@ -94,14 +99,6 @@ def _delta_torch(q, k, v, beta, log_alpha):
     return delta_rule_torch(q, k, v, beta, log_alpha, CHUNK).contiguous()
 
 
-def _delta_fla(q, k, v, beta, log_alpha, gated):
-    """The op's inputs in fla's layout and dtype: q, k, v, β (bf16) and, if gated, g = the chunks' cumulative
-    log α over ln 2 (float32: fla's kernels take exp2)."""
-    K = kernels()
-    g = K["cumsum"](_to_fla(log_alpha, torch.float32), chunk_size=CHUNK, scale=K["rcp_ln2"]) if gated else None
-    return [_to_fla(t) for t in (q, k, v, beta)] + [g]
-
-
 @torch.library.custom_op("eigsweep::fla_delta_rule", mutates_args=())
 def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, log_alpha: torch.Tensor,
                gated: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +107,7 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     B, H, L, _ = q.shape
     if _runs_fla(q, gated):
         K = kernels()
-        qf, kf, vf, bf, _ = _delta_fla(q, k, v, beta, log_alpha, False)
+        qf, kf, vf, bf = (_to_fla(t) for t in (q, k, v, beta))
         if gated:     # the raw log α: the function takes its cumulative sums itself
             _, o, A, *_ = K["gated_fwd"](q=qf, k=kf, v=vf, g=_to_fla(log_alpha, torch.float32), beta=bf, scale=1.0,
                                          initial_state=None, output_final_state=False, chunk_size=CHUNK)
@@ -136,8 +133,9 @@ def delta_rule_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta:
     ins = (q, k, v, beta, log_alpha)
     if _runs_fla(q, gated):
         K = kernels()
-        qf, kf, vf, bf, g = _delta_fla(*ins, gated)
-        if gated:
+        qf, kf, vf, bf = (_to_fla(t) for t in (q, k, v, beta))
+        if gated:     # the chunks' cumulative log α over ln 2, as the forward function made it (fla takes exp2)
+            g = K["cumsum"](_to_fla(log_alpha, torch.float32), chunk_size=CHUNK, scale=K["rcp_ln2"])
             dq, dk, dv, db, dg, *_ = K["gated_bwd"](q=qf, k=kf, v=vf, g=g, beta=bf, A=A, scale=1.0,
                                                     initial_state=None, do=_to_fla(do), dht=None, chunk_size=CHUNK)
             dg = _from_fla(dg, log_alpha)

@@ -10,8 +10,8 @@
   kernels where fla_ops.available, never yet on a GPU: fla refuses them on Hopper with Triton < 3.7.1; or with
   FUSED_SSD_ON_CUDA ``ssd_op``, the Triton kernels of ``ssd_triton``, off by default, slower than the compiled
   torch form).
-The DeltaNet family's chunked delta rule stays in deltanet.py (its one user; on CUDA fla's kernels). None of these loops over tokens
-in Python, and none updates a tensor in place, so they compose with torch.func.vmap.
+The DeltaNet family's chunked delta rule stays in deltanet.py (its one user; on CUDA fla's kernels). None of
+these loops over tokens in Python, and none updates a tensor in place, so they compose with torch.func.vmap.
 """
 from __future__ import annotations
 
