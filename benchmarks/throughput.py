@@ -263,7 +263,8 @@ def main():
     p.add_argument("--no-solo-variants", action="store_true", help="time the compiled/fp32 variants on the "
                    "largest pack only")
     p.add_argument("--scan-ceiling", action="store_true", help="also the compiled pack with the scan replaced by "
-                   "cheap element-wise work (SCAN_STAND_INS: Mamba-2, the DeltaNets): what the rest of the step allows")
+                   "cheap element-wise work (SCAN_STAND_INS: Mamba-2, the DeltaNets): what the rest of the step allows"
+                   " (with the mixer under bf16 autocast too for models in --bf16)")
     p.add_argument("--loss-forms", action="store_true", help="the compiled variant also with loss_fn's one-hot "
                    "form and with F.cross_entropy as the loss (the references for the fused cross-entropy)")
     for option, (module, flag, on, off) in SWITCHES.items():
@@ -360,8 +361,8 @@ def main():
                 variants += [(f"compiled, {label}", True, False, "fused", (module, flag, value))
                              for label, value in ((on, True), (off, False))]
         if arch in args.compile and args.scan_ceiling and arch in SCAN_STAND_INS:
-            variants += [("compiled, scan stand-in (a ceiling, not a model)", True, False, "fused",
-                          SCAN_STAND_INS[arch])]
+            variants += [(f"{'bf16 mixer, ' * bf16}compiled, scan stand-in (a ceiling, not a model)", True, bf16,
+                          "fused", SCAN_STAND_INS[arch]) for bf16 in [False] + [True] * (arch in args.bf16)]
         if arch in args.bf16:
             variants += [("bf16 mixer", False, True, "fused", ())] + (
                 [("bf16 mixer, compiled", True, True, "fused", ())] if arch in args.compile else [])
