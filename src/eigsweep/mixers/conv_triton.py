@@ -10,11 +10,11 @@ Under torch.compile the K shifted products (ShortConv.shifted) became Inductor k
 their weight-gradient reduction over 1 M rows a channel was the largest of them: the conv and SiLU kernels
 took ≈ 26 of the ≈ 100 ms of a compiled Mamba-2 pack of 32's step on an H200 (benchmarks/README.md, eleventh
 session). Here the forward is one pass (a program per block of time steps and channels of one sequence reads
-its K shifted tiles of x, mostly from cache), the backward one too: a program per sequence and block of
-channels walks its time steps in blocks, recomputes s at the K shifts that dx_t needs (s is never stored) and
-sums its sequence's dw and db in registers; the sequences' sums are added in torch in a fixed order
-(deterministic). (Until the sixteenth session the backward was two passes, s and each time block's partial
-sums stored, then dx: 6.1 ms a call in a compiled Mamba-2 pack of 32.)
+its K shifted tiles of x, mostly from cache), the backward two: s with each program's partial sums for dw and
+db (added in torch in a fixed order: deterministic), then dx from s. Launch shape (benchmarks/conv_kernels.py,
+H200, a compiled Mamba-2 pack of 32's conv): 32 time steps × 64 channels, 2 warps, backward 5.4 ms a call
+against 6.2 at 32 × 128 with 4 warps (sixteenth session). A one-pass backward (s recomputed at the K shifts, never
+stored; a program walking a sequence's time steps) was slower there: 10.6 ms (commit a030d60).
 
 The op ``causal_conv_stacked`` takes a pack's members stacked in front: x (M, B, L, C), w (M, C, K), b (M, C);
 ``causal_conv`` is one model's call (M = 1), and the vmap rules fold a vmapped call into the stacked form, so a
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from eigsweep.mixers.triton_support import build_kernels, fused, vmapped_folded
 
-BLOCK_T, BLOCK_C, NUM_WARPS = 32, 128, 4     # a tile: 32 time steps × 128 channels of one sequence
+BLOCK_T, BLOCK_C, NUM_WARPS = 32, 64, 2      # a program: 32 time steps × 64 channels of one sequence
 
 
 @functools.cache
@@ -157,94 +157,85 @@ def fused_conv(x, w, b, silu: bool) -> torch.Tensor:
     M, B, L, C = x.shape
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if x.numel():
-        _triton().fwd[_grid(x)](x, w, b, y, x.stride(1), x.stride(2), B, L, C, K=w.shape[-1], SILU=silu,
-                                BT=BLOCK_T, BC=BLOCK_C, num_warps=NUM_WARPS)
+        _triton().fwd[_grid(x)](x, w, b, y, y, y, x.stride(1), x.stride(2), B, L, C, K=w.shape[-1], SILU=silu,
+                                BACKWARD=False, BT=BLOCK_T, BC=BLOCK_C, num_warps=NUM_WARPS)
     return y
 
 
 def fused_conv_backward(g, x, w, b, silu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """reference_conv_backward by the backward kernel: dx, and each sequence's sums for dw, db."""
+    """reference_conv_backward by the two backward kernels: s and the programs' partial sums for dw, db; dx."""
     dtypes = x.dtype, w.dtype, b.dtype
     g, x, w, b = g.contiguous(), _rows(x), w.float().contiguous(), b.float().contiguous()
     M, B, L, C = x.shape
     K = w.shape[-1]
+    grid = _grid(x)
+    s = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    partial = torch.zeros(M, B, K + 1, C, dtype=torch.float32, device=x.device)     # dw_0..K-1, db
-    # (the kernel's sums: K + 1 rows in a tile of KP, the power of 2 above K)
+    partial = torch.zeros(M, B * grid[1], K + 1, C, dtype=torch.float32, device=x.device)   # dw_0..K-1, db
     if x.numel():
-        _triton().bwd[(M * B, -(-C // BLOCK_C))](x, w, b, g, dx, partial, x.stride(1), x.stride(2), B, L, C, K=K,
-                                                 KP=1 << K.bit_length(), SILU=silu, BT=BLOCK_T,
-                                                 BC=BLOCK_C, num_warps=NUM_WARPS)
+        k = _triton()
+        k.fwd[grid](x, w, b, g, s, partial, x.stride(1), x.stride(2), B, L, C, K=K, SILU=silu, BACKWARD=True,
+                    BT=BLOCK_T, BC=BLOCK_C, num_warps=NUM_WARPS)
+        k.bwd_x[grid](s, w, dx, B, L, C, K=K, BT=BLOCK_T, BC=BLOCK_C, num_warps=NUM_WARPS)
     sums = partial.sum(1)                                                  # (M, K + 1, C)
     dw, db = sums[:, :K].transpose(1, 2), sums[:, K]
     return dx.to(dtypes[0]), dw.to(dtypes[1]).contiguous(), db.to(dtypes[2]).contiguous()
 
 
 def _build_kernels(triton, tl):
-    # a sequence r = member·B + sample is program_id 0; x's rows SX_R apart, its time steps SX_T apart (x may be a
-    # slice of a wider tensor's channels); g, y, dx contiguous
+    # a program: sequence r = member·B + sample (program_id 0), time steps t of block 1, channels c of block 2
 
     @triton.jit
-    def fwd(x_ptr, w_ptr, b_ptr, y_ptr, SX_R, SX_T, B, L, C, K: tl.constexpr, SILU: tl.constexpr, BT: tl.constexpr,
-            BC: tl.constexpr):
-        # a program: time steps of block program_id 1, channels of block program_id 2
+    def fwd(x_ptr, w_ptr, b_ptr, g_ptr, out_ptr, partial_ptr, SX_R, SX_T, B, L, C, K: tl.constexpr,
+            SILU: tl.constexpr, BACKWARD: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+        # forward (BACKWARD false): out = y. Backward: out = s = g ⊙ act'(pre), and this program's row of
+        # partial sums (dw_k for k < K, then db) for its channels. x: rows SX_R apart, time steps SX_T apart;
+        # g and out contiguous
         r = tl.program_id(0).to(tl.int64)
         m = r // B
         t = tl.program_id(1) * BT + tl.arange(0, BT)
         c = tl.program_id(2) * BC + tl.arange(0, BC)
         cm = c < C
+        inside = (t < L)[:, None] & cm[None, :]
+        at = (r * L + t[:, None]) * C + c[None, :]
         pre = tl.zeros((BT, BC), tl.float32) + tl.load(b_ptr + m * C + c, mask=cm, other=0.0)[None, :]
         for k in tl.static_range(K):
             ts = t - (K - 1) + k
             ok = (ts >= 0) & (ts < L)
             xk = tl.load(x_ptr + r * SX_R + ts[:, None] * SX_T + c[None, :], mask=ok[:, None] & cm[None, :], other=0.0)
             pre += xk.to(tl.float32) * tl.load(w_ptr + (m * C + c) * K + k, mask=cm, other=0.0)[None, :]
-        y = pre * tl.sigmoid(pre) if SILU else pre
-        tl.store(y_ptr + (r * L + t[:, None]) * C + c[None, :], y.to(y_ptr.dtype.element_ty),
-                 mask=(t < L)[:, None] & cm[None, :])
+        sig = tl.sigmoid(pre)
+        if BACKWARD:
+            s = tl.load(g_ptr + at, mask=inside, other=0.0).to(tl.float32)
+            if SILU:
+                s = s * sig * (1 + pre * (1 - sig))
+            tl.store(out_ptr + at, s, mask=inside)
+            row = partial_ptr + ((r * tl.num_programs(1) + tl.program_id(1)) * (K + 1)) * C + c
+            for k in tl.static_range(K):
+                ts = t - (K - 1) + k
+                ok = (ts >= 0) & (ts < L)
+                xk = tl.load(x_ptr + r * SX_R + ts[:, None] * SX_T + c[None, :], mask=ok[:, None] & cm[None, :],
+                             other=0.0)
+                tl.store(row + k * C, tl.sum(s * xk.to(tl.float32), 0), mask=cm)
+            tl.store(row + K * C, tl.sum(s, 0), mask=cm)
+        else:
+            y = pre * sig if SILU else pre
+            tl.store(out_ptr + at, y.to(out_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
-    def bwd(x_ptr, w_ptr, b_ptr, g_ptr, dx_ptr, partial_ptr, SX_R, SX_T, B, L, C, K: tl.constexpr,
-            KP: tl.constexpr, SILU: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-        # a program: channels of block program_id 1, every time step in blocks of BT. dx_t = Σ_j w_{K−1−j} ⊙
-        # s_{t+j}, s = g ⊙ act'(pre) recomputed at the K shifts (zero past L); row k < K of partial[r] =
-        # Σ_t s_t ⊙ x_{t−K+1+k} (dw_k), row K = Σ_t s_t (db)
+    def bwd_x(s_ptr, w_ptr, dx_ptr, B, L, C, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
         r = tl.program_id(0).to(tl.int64)
         m = r // B
-        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        t = tl.program_id(1) * BT + tl.arange(0, BT)
+        c = tl.program_id(2) * BC + tl.arange(0, BC)
         cm = c < C
-        bias = tl.load(b_ptr + m * C + c, mask=cm, other=0.0)
-        rows = tl.arange(0, KP)
-        sums = tl.zeros((KP, BC), tl.float32)
-        for t0 in range(0, L, BT):
-            t = t0 + tl.arange(0, BT)
-            dx = tl.zeros((BT, BC), tl.float32)
-            for j in tl.static_range(K):
-                tj = t + j
-                s = tl.load(g_ptr + (r * L + tj[:, None]) * C + c[None, :], mask=(tj < L)[:, None] & cm[None, :],
-                            other=0.0).to(tl.float32)
-                if SILU:     # pre at t + j, as in fwd (Triton cannot call a helper built here)
-                    pre = tl.zeros((BT, BC), tl.float32) + bias[None, :]
-                    for k in tl.static_range(K):
-                        ts = tj - (K - 1) + k
-                        ok = (ts >= 0) & (ts < L)
-                        xk = tl.load(x_ptr + r * SX_R + ts[:, None] * SX_T + c[None, :],
-                                     mask=ok[:, None] & cm[None, :], other=0.0)
-                        pre += xk.to(tl.float32) * tl.load(w_ptr + (m * C + c) * K + k, mask=cm, other=0.0)[None, :]
-                    sig = tl.sigmoid(pre)
-                    s = s * sig * (1 + pre * (1 - sig))
-                dx += s * tl.load(w_ptr + (m * C + c) * K + (K - 1 - j), mask=cm, other=0.0)[None, :]
-                if j == 0:
-                    for k in tl.static_range(K):
-                        ts = t - (K - 1) + k
-                        ok = (ts >= 0) & (ts < L)
-                        xk = tl.load(x_ptr + r * SX_R + ts[:, None] * SX_T + c[None, :],
-                                     mask=ok[:, None] & cm[None, :], other=0.0)
-                        sums += tl.where(rows[:, None] == k, tl.sum(s * xk.to(tl.float32), 0)[None, :], 0.0)
-                    sums += tl.where(rows[:, None] == K, tl.sum(s, 0)[None, :], 0.0)
-            tl.store(dx_ptr + (r * L + t[:, None]) * C + c[None, :], dx.to(dx_ptr.dtype.element_ty),
-                     mask=(t < L)[:, None] & cm[None, :])
-        tl.store(partial_ptr + (r * (K + 1) + rows[:, None]) * C + c[None, :], sums,
-                 mask=(rows < K + 1)[:, None] & cm[None, :])
+        acc = tl.zeros((BT, BC), tl.float32)
+        for k in tl.static_range(K):
+            ts = t + (K - 1 - k)
+            sk = tl.load(s_ptr + (r * L + ts[:, None]) * C + c[None, :], mask=(ts < L)[:, None] & cm[None, :],
+                         other=0.0)
+            acc += sk * tl.load(w_ptr + (m * C + c) * K + k, mask=cm, other=0.0)[None, :]
+        at = (r * L + t[:, None]) * C + c[None, :]
+        tl.store(dx_ptr + at, acc.to(dx_ptr.dtype.element_ty), mask=(t < L)[:, None] & cm[None, :])
 
-    return types.SimpleNamespace(fwd=fwd, bwd=bwd)
+    return types.SimpleNamespace(fwd=fwd, bwd_x=bwd_x)
