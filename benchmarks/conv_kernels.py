@@ -3,10 +3,11 @@
     python benchmarks/conv_kernels.py      # Mamba-2's conv in a pack of 32: 32 × 64 sequences, L 512, 512 channels
 
 Prints median ms per call of the op's forward and backward (its kernels) for each launch shape (time block ×
-channel block × warps), and, as references in the same run: the torch form (the K shifted products and the SiLU) compiled,
-forward and forward + backward; a copy of one activation-sized tensor (the backward reads x and g and writes dx:
-about 1.5 copies' worth of memory traffic, its floor). x is a slice of a wider tensor's channels, as Mamba-2's
-x, B, C are of its input projection. Each shape's largest error of dx and dw against the float32 torch form.
+channel block × warps; "*" marks conv_triton's own), and, as references in the same run: the torch form (the K
+shifted products and the SiLU) compiled, forward and forward + backward; a copy of one activation-sized tensor
+(the backward reads x and g and writes dx: about 1.5 copies' worth of memory traffic, its floor). x is a slice
+of a wider tensor's channels, as Mamba-2's x, B, C are of its input projection. Each shape's largest error of dx
+and dw against the float32 torch form.
 """
 from __future__ import annotations
 
@@ -53,7 +54,9 @@ def main():
     print(f"copy of g: {copy:.2f} ms (the backward's floor ≈ 1.5 copies: {1.5 * copy:.2f} ms)")
     rf, rb = timed(ref_fwd), timed(ref_both)
     print(f"torch form compiled: forward {rf:.2f} ms, forward + backward {rb:.2f} ms")
-    print("\n| BLOCK_T × BLOCK_C × warps | forward ms | backward ms | backward × copy | err dx | err dw |\n|---|---:|---:|---:|---:|---:|")
+    print("\n| BLOCK_T × BLOCK_C × warps | forward ms | backward ms | backward × copy | err dx | err dw |\n"
+          "|---|---:|---:|---:|---:|---:|")
+    own = f"{ct.BLOCK_T}x{ct.BLOCK_C}x{ct.NUM_WARPS}"
     for shape in args.shapes:
         ct.BLOCK_T, ct.BLOCK_C, ct.NUM_WARPS = (int(v) for v in shape.split("x"))
         try:
@@ -61,7 +64,8 @@ def main():
             bw = timed(lambda: ct.fused_conv_backward(g, x, w, b, True))
             dx, dw, _ = ct.fused_conv_backward(g, x, w, b, True)
             err = [((a - r).abs().max() / r.abs().max()).item() for a, r in ((dx, dx_ref), (dw, dw_ref))]
-            print(f"| {shape} | {f:.2f} | {bw:.2f} | {bw / copy:.2f} | {err[0]:.1e} | {err[1]:.1e} |", flush=True)
+            print(f"| {shape}{' *' * (shape == own)} | {f:.2f} | {bw:.2f} | {bw / copy:.2f} | {err[0]:.1e} | "
+                  f"{err[1]:.1e} |", flush=True)
         except Exception as e:  # noqa: BLE001  a shape that does not compile is reported, not fatal
             print(f"| {shape} | failed: {type(e).__name__}: {str(e)[:80]} | | | | |", flush=True)
 
