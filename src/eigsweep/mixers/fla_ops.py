@@ -94,9 +94,10 @@ def _from_fla(t, like):
 
 # --- the delta rule ------------------------------------------------------------------------------------------
 
-def _delta_torch(q, k, v, beta, log_alpha):
+def _delta_torch(q, k, v, beta, log_alpha, gated):
+    """The own form; log α taken as 0 unless gated (so it gets no gradient)."""
     from eigsweep.mixers.deltanet import delta_rule_torch
-    return delta_rule_torch(q, k, v, beta, log_alpha, CHUNK).contiguous()
+    return delta_rule_torch(q, k, v, beta, log_alpha if gated else torch.zeros_like(log_alpha), CHUNK).contiguous()
 
 
 @torch.library.custom_op("eigsweep::fla_delta_rule", mutates_args=())
@@ -115,8 +116,7 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
             o, A, _ = K["delta_fwd"](q=qf, k=kf, v=vf, beta=bf, scale=1.0, initial_state=None,
                                      output_final_state=False, chunk_size=CHUNK)
         return _from_fla(o, v), A.to(DTYPE)
-    o = _delta_torch(q, k, v, beta, log_alpha if gated else torch.zeros_like(log_alpha))
-    return o, q.new_zeros(B, L, H, CHUNK, dtype=DTYPE)
+    return _delta_torch(q, k, v, beta, log_alpha, gated), q.new_zeros(B, L, H, CHUNK, dtype=DTYPE)
 
 
 @delta_rule.register_fake
@@ -144,11 +144,8 @@ def delta_rule_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta:
                                                do=_to_fla(do), dht=None, chunk_size=CHUNK)
             dg = torch.zeros_like(log_alpha)
         return tuple(_from_fla(d, t) for d, t in zip((dq, dk, dv, db), ins)) + (dg,)
-    if not gated:
-        ins = ins[:4] + (torch.zeros_like(log_alpha),)
-    _, vjp = torch.func.vjp(_delta_torch, *ins)
-    grads = tuple(d.contiguous() for d in vjp(do))
-    return grads[:4] + ((grads[4] if gated else torch.zeros_like(log_alpha)),)
+    _, vjp = torch.func.vjp(functools.partial(_delta_torch, gated=gated), *ins)
+    return tuple(d.contiguous() for d in vjp(do))
 
 
 @delta_rule_backward.register_fake
